@@ -1,0 +1,47 @@
+import { Queue, type JobsOptions } from 'bullmq';
+import type { Redis } from 'ioredis';
+import type { QueueDefinition } from './definition';
+
+/** BullMQ Queue handles for a set of queue definitions, sharing one client connection. */
+export interface Queues {
+  readonly byName: ReadonlyMap<string, Queue>;
+  get(name: string): Queue;
+  /** Enqueue with a deterministic job id: adding the same id twice is a no-op (BullMQ). */
+  add(queue: string, jobName: string, payload: unknown, jobId: string, opts?: JobsOptions): Promise<void>;
+  close(): Promise<void>;
+}
+
+export function createQueues(defs: readonly QueueDefinition[], connection: Redis, prefix: string): Queues {
+  const byName = new Map<string, Queue>();
+  const defByName = new Map(defs.map((d) => [d.name, d]));
+  for (const def of defs) {
+    byName.set(def.name, new Queue(def.name, { connection, prefix, defaultJobOptions: def.defaultJobOptions }));
+  }
+  const get = (name: string): Queue => {
+    const q = byName.get(name);
+    if (!q) throw new Error(`unknown queue "${name}"; known queues: ${[...byName.keys()].join(', ')}`);
+    return q;
+  };
+  return {
+    byName,
+    get,
+    async add(queue, jobName, payload, jobId, opts) {
+      const def = defByName.get(queue);
+      const schema = def?.jobs[jobName];
+      if (!def || !schema) throw new Error(`queue "${queue}" has no job "${jobName}"`);
+      const data = schema.parse(payload);
+      await get(queue).add(jobName, data, { ...opts, jobId });
+    },
+    async close() {
+      const errors: unknown[] = [];
+      for (const q of [...byName.values()].reverse()) {
+        try {
+          await q.close();
+        } catch (err) {
+          errors.push(err);
+        }
+      }
+      if (errors.length > 0) throw new AggregateError(errors, 'closing queues failed');
+    },
+  };
+}

@@ -1,0 +1,111 @@
+import { z } from 'zod';
+import { ConfigError } from './errors';
+
+/**
+ * Every setting, from the environment, through one zod schema (DESIGN.md §8).
+ * All problems are reported together; secrets are never echoed back.
+ */
+
+const SECRET_KEYS = new Set(['TASKYARD_ADMIN_KEY', 'DATABASE_URL', 'REDIS_URL']);
+
+const intFrom = (min: number, max: number) =>
+  z.coerce
+    .number({ error: 'must be a number' })
+    .int({ error: 'must be a whole number' })
+    .min(min, { error: `must be at least ${min}` })
+    .max(max, { error: `must be at most ${max}` });
+
+const schema = z.object({
+  /** HTTP port of the api. @defaultValue 3000 */
+  PORT: intFrom(0, 65535).default(3000),
+  /** Interface the api binds. @defaultValue 127.0.0.1 */
+  HOST: z.string().min(1).default('127.0.0.1'),
+  /** `sqlite:<path>` or `postgres://…` (optional `?schema=<name>`). @defaultValue sqlite:./data/taskyard.db */
+  DATABASE_URL: z
+    .string()
+    .default('sqlite:./data/taskyard.db')
+    .refine((v) => /^sqlite:.+/.test(v) || /^postgres(ql)?:\/\/.+/.test(v), {
+      error: 'must start with sqlite: (e.g. sqlite:./data/taskyard.db) or postgres:// (e.g. postgres://user@host:5432/db)',
+    }),
+  /** Redis connection URL. @defaultValue redis://127.0.0.1:6379 */
+  REDIS_URL: z
+    .string()
+    .default('redis://127.0.0.1:6379')
+    .refine((v) => /^rediss?:\/\/.+/.test(v), { error: 'must be a redis:// or rediss:// URL' }),
+  /** Prefix of every Redis key taskyard writes (queues, locks, fences). @defaultValue taskyard */
+  REDIS_PREFIX: z
+    .string()
+    .default('taskyard')
+    .refine((v) => /^[A-Za-z0-9_{}.-]{1,64}$/.test(v), {
+      error: 'must be 1-64 characters of letters, digits, _ . - { } (braces for a Redis Cluster hash tag)',
+    }),
+  /** development | production | test. @defaultValue development */
+  TASKYARD_ENV: z.enum(['development', 'production', 'test']).default('development'),
+  /** Bootstraps the first admin key (stored hashed). No default; development makes one. */
+  TASKYARD_ADMIN_KEY: z
+    .string()
+    .min(24, { error: 'must be at least 24 characters' })
+    .max(256, { error: 'must be at most 256 characters' })
+    .refine((v) => /^[\x21-\x7e]+$/.test(v), { error: 'must be visible ASCII without spaces' })
+    .optional(),
+  /** Where backup archives are written. @defaultValue ./data/backups */
+  BACKUP_DIR: z.string().min(1).default('./data/backups'),
+  /** Succeeded backups kept, file and row. @defaultValue 7 */
+  BACKUP_KEEP_LAST: intFrom(1, 1000).default(7),
+  /** Lifetime of idempotency records. @defaultValue 24 */
+  IDEMPOTENCY_TTL_HOURS: intFrom(1, 24 * 30).default(24),
+  /** How long stop() drains active jobs before force-closing. @defaultValue 30000 */
+  DRAIN_TIMEOUT_MS: intFrom(0, 3_600_000).default(30_000),
+  /** pino level. @defaultValue info */
+  LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+  /** Concurrent jobs per worker process, per queue. */
+  BACKUPS_CONCURRENCY: intFrom(1, 64).default(1),
+  SIMULATIONS_CONCURRENCY: intFrom(1, 64).default(1),
+  PRUNING_CONCURRENCY: intFrom(1, 64).default(1),
+  PROBES_CONCURRENCY: intFrom(1, 64).default(1),
+  /** Only read when TASKYARD_ENV=test: concurrency of the test-only `noop` queue. */
+  NOOP_CONCURRENCY: intFrom(1, 256).default(8),
+  /** Request body limit in bytes. @defaultValue 65536 (64 KiB) */
+  BODY_LIMIT_BYTES: intFrom(1024, 10 * 1024 * 1024).default(64 * 1024),
+});
+
+export type Config = Readonly<z.infer<typeof schema>>;
+
+export type QueueConcurrency = Readonly<Record<string, number>>;
+
+/**
+ * Parse the environment once, at start.
+ * @throws ConfigError listing every problem, with what would be valid; never echoes secret values.
+ */
+export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
+  const input: Record<string, string | undefined> = {};
+  for (const key of Object.keys(schema.shape)) {
+    const raw = env[key];
+    // An empty variable means "not set", as it does in docker-compose and shells.
+    input[key] = raw === '' ? undefined : raw;
+  }
+  const parsed = schema.safeParse(input);
+  if (!parsed.success) {
+    const problems = parsed.error.issues.map((issue) => {
+      const key = String(issue.path[0] ?? '?');
+      const shown = SECRET_KEYS.has(key) ? '(value hidden)' : JSON.stringify(input[key]);
+      return `${key}=${shown}: ${issue.message}`;
+    });
+    throw new ConfigError(problems);
+  }
+  return Object.freeze(parsed.data);
+}
+
+/** Per-queue worker concurrency from the config. */
+export function queueConcurrency(config: Config): QueueConcurrency {
+  return Object.freeze({
+    backups: config.BACKUPS_CONCURRENCY,
+    simulations: config.SIMULATIONS_CONCURRENCY,
+    pruning: config.PRUNING_CONCURRENCY,
+    probes: config.PROBES_CONCURRENCY,
+    noop: config.NOOP_CONCURRENCY,
+  });
+}
+
+/** Exit code for configuration errors (sysexits EX_CONFIG). */
+export const EXIT_CONFIG = 78;

@@ -1,0 +1,71 @@
+import type { ColumnType, Generated } from 'kysely';
+
+/**
+ * Table types shared by both dialects. Timestamps are epoch milliseconds (BIGINT on
+ * Postgres, INTEGER on SQLite): one representation, exact comparisons for TTLs and
+ * leases, and RFC 3339 only at the API edge. The Postgres pool parses INT8 as number.
+ */
+
+export interface ApiKeysTable {
+  id: string;
+  name: string;
+  /** SHA-256 hex of the key; the key itself is never stored. */
+  key_hash: string;
+  /** Comma-separated scopes, e.g. `read,write`. */
+  scopes: string;
+  created_at: number;
+  revoked_at: number | null;
+  last_used_at: number | null;
+}
+
+export interface IdempotencyKeysTable {
+  principal_id: string;
+  key: string;
+  /** SHA-256 of method, path and canonical JSON body. */
+  fingerprint: string;
+  state: 'in_flight' | 'completed';
+  /** For in_flight claims: when a crashed holder's claim may be taken over. */
+  lease_expires_at: number | null;
+  response_status: number | null;
+  response_body: string | null;
+  response_location: string | null;
+  created_at: number;
+  expires_at: number;
+}
+
+export interface OutboxTable {
+  id: string;
+  queue: string;
+  job_name: string;
+  /** Deterministic BullMQ job id: dispatching twice is a no-op. */
+  job_id: string;
+  /** JSON */
+  payload: string;
+  created_at: number;
+  dispatched_at: number | null;
+  attempts: ColumnType<number, number | undefined, number>;
+  last_error: string | null;
+}
+
+export interface SettingsTable {
+  key: string;
+  /** JSON */
+  value: string;
+  updated_at: number;
+}
+
+export interface SchemaMigrationsTable {
+  name: string;
+  checksum: string;
+  applied_at: number;
+}
+
+export interface Database {
+  api_keys: ApiKeysTable;
+  idempotency_keys: IdempotencyKeysTable;
+  outbox: OutboxTable;
+  settings: SettingsTable;
+  schema_migrations: SchemaMigrationsTable;
+}
+
+export type { Generated };

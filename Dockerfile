@@ -1,0 +1,12 @@
+# One image for both roles: `npm run api` or `npm run worker -- --queues …`.
+FROM node:20-bookworm-slim
+WORKDIR /app
+RUN apt-get update && apt-get install -y --no-install-recommends python3 make g++ \
+  && rm -rf /var/lib/apt/lists/*
+COPY package.json package-lock.json ./
+RUN npm ci --omit=dev --no-audit --no-fund
+COPY . .
+ENV NODE_ENV=production TASKYARD_ENV=production HOST=0.0.0.0
+RUN mkdir -p /backups /app/data && chown node:node /backups /app/data
+USER node
+CMD ["npm", "run", "api"]

@@ -157,13 +157,14 @@ export function createLocks(deps: LocksDeps): Locks {
     }
   }
 
-  async function release(lock: Lock, scope: string, fence: number): Promise<void> {
+  async function release(lock: Lock, scope: string, fence: number, lost: boolean): Promise<void> {
     try {
       await redlock.release(lock);
       logger.info({ scope, fence }, 'lock released');
     } catch (err) {
-      // The key is gone or someone else's: nothing to release; it expires on its own otherwise.
-      logger.warn({ scope, fence, err: toError(err) }, 'lock release failed');
+      // The key is gone or someone else's, or Redis did not answer: the lock expires on its own.
+      if (lost) logger.debug({ scope, fence, err: toError(err) }, 'lost lock not released');
+      else logger.warn({ scope, fence, err: toError(err) }, 'lock release failed');
     }
   }
 
@@ -248,7 +249,7 @@ export function createLocks(deps: LocksDeps): Locks {
         if (timer) clearTimeout(timer);
         external?.removeEventListener('abort', onExternalAbort);
         await extension;
-        await release(lock, scope, fence);
+        await release(lock, scope, fence, lost !== undefined);
       }
     },
 

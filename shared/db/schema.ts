@@ -24,6 +24,8 @@ export interface IdempotencyKeysTable {
   /** SHA-256 of method, path and canonical JSON body. */
   fingerprint: string;
   state: 'in_flight' | 'completed';
+  /** Random token of the current claim: completion and release are conditional on it. */
+  claim_token: string;
   /** For in_flight claims: when a crashed holder's claim may be taken over. */
   lease_expires_at: number | null;
   response_status: number | null;

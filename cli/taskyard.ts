@@ -1,0 +1,303 @@
+import { realpathSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import { loadMigrations } from '../migrations/index';
+import { EXIT_CONFIG, loadConfig } from '../shared/config';
+import {
+  generateApiKey,
+  hashApiKey,
+  insertApiKey,
+  listApiKeys,
+  revokeApiKey,
+  type ApiKeyRecord,
+} from '../shared/db/api-keys';
+import { createDatabase, type DatabaseHandle } from '../shared/db/database';
+import { migrateToLatest, migrationStatus } from '../shared/db/migrate';
+import { ConfigError, MigrationIntegrityError } from '../shared/errors';
+import { SCOPES, type Scope } from '../shared/types';
+
+/**
+ * The `taskyard` operator command: migrations and API keys. Every command reads DATABASE_URL
+ * through loadConfig. Exit codes: 0 done, 1 failed, 64 usage error, 78 configuration error.
+ */
+
+export const EXIT_OK = 0;
+export const EXIT_FAILED = 1;
+export const EXIT_USAGE = 64;
+
+const HELP = `Usage: taskyard <command> [options]
+
+Commands:
+  migrate                                   apply pending database migrations
+  keys create --name <name> --scopes <list> create an API key; prints the key once
+  keys list                                 list API keys (never the keys themselves)
+  keys revoke <id>                          revoke an API key
+
+Options:
+  --json      (keys create, keys list) print JSON instead of text
+  -h, --help  show this help
+
+Scopes: ${SCOPES.join(', ')} (admin implies write, which implies read).
+The database is DATABASE_URL (default sqlite:./data/taskyard.db).`;
+
+export interface CliIo {
+  env: NodeJS.ProcessEnv;
+  out: (text: string) => void;
+  err: (text: string) => void;
+  /** Epoch milliseconds for created_at / revoked_at. */
+  now: () => number;
+}
+
+class UsageError extends Error {
+  override name = 'UsageError';
+}
+
+/** Run one command line (without `node` and the script). Never exits the process: returns the exit code. */
+export async function runCli(argv: readonly string[], io: Partial<CliIo> = {}): Promise<number> {
+  const cli: CliIo = {
+    env: io.env ?? process.env,
+    out: io.out ?? ((t) => console.log(t)),
+    err: io.err ?? ((t) => console.error(t)),
+    now: io.now ?? Date.now,
+  };
+  try {
+    return await dispatch(argv, cli);
+  } catch (err) {
+    if (err instanceof UsageError) {
+      cli.err(`taskyard: ${err.message}\nRun 'taskyard --help' for usage.`);
+      return EXIT_USAGE;
+    }
+    if (err instanceof ConfigError) {
+      cli.err(`taskyard: ${err.message}`);
+      return EXIT_CONFIG;
+    }
+    cli.err(`taskyard: ${err instanceof Error ? err.message : String(err)}`);
+    return EXIT_FAILED;
+  }
+}
+
+async function dispatch(argv: readonly string[], cli: CliIo): Promise<number> {
+  const [command, ...rest] = argv;
+  if (command === undefined || command === '--help' || command === '-h' || command === 'help') {
+    cli.out(HELP);
+    return command === undefined ? EXIT_USAGE : EXIT_OK;
+  }
+  if (command === 'migrate') {
+    const { values } = parse(rest, {});
+    if (values.help) return help(cli);
+    return withDatabase(cli, (handle) => migrate(handle, cli));
+  }
+  if (command === 'keys') {
+    const [sub, ...args] = rest;
+    if (sub === undefined || sub === '--help' || sub === '-h') return help(cli);
+    if (sub === 'create') {
+      const { values } = parse(args, {
+        name: { type: 'string' },
+        scopes: { type: 'string' },
+        json: { type: 'boolean' },
+      });
+      if (values.help) return help(cli);
+      const name = checkName(values.name);
+      const scopes = checkScopes(values.scopes);
+      return withMigratedDatabase(cli, (handle) =>
+        createKey(handle, cli, name, scopes, values.json === true),
+      );
+    }
+    if (sub === 'list') {
+      const { values } = parse(args, { json: { type: 'boolean' } });
+      if (values.help) return help(cli);
+      return withMigratedDatabase(cli, (handle) => listKeys(handle, cli, values.json === true));
+    }
+    if (sub === 'revoke') {
+      const { values, positionals } = parse(args, {}, true);
+      if (values.help) return help(cli);
+      if (positionals.length !== 1)
+        throw new UsageError('keys revoke takes exactly one key id (see taskyard keys list)');
+      const id = positionals[0] as string;
+      return withMigratedDatabase(cli, (handle) => revokeKey(handle, cli, id));
+    }
+    throw new UsageError(`unknown keys command "${sub}": use create, list or revoke`);
+  }
+  throw new UsageError(`unknown command "${command}": use migrate or keys`);
+}
+
+function help(cli: CliIo): number {
+  cli.out(HELP);
+  return EXIT_OK;
+}
+
+type Options = NonNullable<Parameters<typeof parseArgs>[0]>['options'];
+
+function parse<O extends Options>(args: readonly string[], options: O, allowPositionals = false) {
+  try {
+    return parseArgs({
+      args: [...args],
+      options: { ...options, help: { type: 'boolean', short: 'h' } },
+      allowPositionals,
+      strict: true,
+    });
+  } catch (err) {
+    // parseArgs explains unknown flags, missing values and stray arguments itself.
+    throw new UsageError((err as Error).message);
+  }
+}
+
+function checkName(name: string | boolean | undefined): string {
+  if (typeof name !== 'string') throw new UsageError('keys create needs --name <name>');
+  const trimmed = name.trim();
+  if (trimmed.length < 1 || trimmed.length > 100 || /\p{Cc}/u.test(trimmed)) {
+    throw new UsageError('--name must be 1-100 characters without control characters');
+  }
+  return trimmed;
+}
+
+function checkScopes(list: string | boolean | undefined): Scope[] {
+  if (typeof list !== 'string')
+    throw new UsageError(`keys create needs --scopes <list>, e.g. --scopes read,write`);
+  const parts = list
+    .split(',')
+    .map((s) => s.trim())
+    .filter((s) => s !== '');
+  if (parts.length === 0) throw new UsageError(`--scopes is empty: use one or more of ${SCOPES.join(', ')}`);
+  const unknown = parts.filter((s) => !(SCOPES as readonly string[]).includes(s));
+  if (unknown.length > 0) {
+    throw new UsageError(
+      `unknown scope(s) ${unknown.map((s) => `"${s}"`).join(', ')}: use ${SCOPES.join(', ')}`,
+    );
+  }
+  return [...new Set(parts as Scope[])];
+}
+
+async function withDatabase(cli: CliIo, fn: (handle: DatabaseHandle) => Promise<number>): Promise<number> {
+  const config = loadConfig(cli.env);
+  const handle = await createDatabase(config.DATABASE_URL);
+  try {
+    return await fn(handle);
+  } finally {
+    await handle.close();
+  }
+}
+
+/**
+ * Keys commands never change the schema themselves: applying migrations is a deliberate
+ * step (`taskyard migrate`), and an older or newer code version must not do it in passing.
+ */
+function withMigratedDatabase(cli: CliIo, fn: (handle: DatabaseHandle) => Promise<number>): Promise<number> {
+  return withDatabase(cli, async (handle) => {
+    const status = await migrationStatus(handle, await loadMigrations());
+    if (status.problems.length > 0) {
+      cli.err(`taskyard: the database schema does not match this code:\n${bullets(status.problems)}`);
+      return EXIT_FAILED;
+    }
+    if (status.pending.length > 0) {
+      cli.err(
+        `taskyard: ${handle.displayUrl} has ${status.pending.length} pending migration(s) (${status.pending.join(', ')}): run 'taskyard migrate' first`,
+      );
+      return EXIT_FAILED;
+    }
+    return fn(handle);
+  });
+}
+
+async function migrate(handle: DatabaseHandle, cli: CliIo): Promise<number> {
+  try {
+    const applied = await migrateToLatest(handle, await loadMigrations());
+    if (applied.length === 0) cli.out(`${handle.displayUrl}: up to date`);
+    else for (const name of applied) cli.out(`applied ${name}`);
+    return EXIT_OK;
+  } catch (err) {
+    if (err instanceof MigrationIntegrityError) {
+      cli.err(`taskyard: ${err.message}`);
+      return EXIT_FAILED;
+    }
+    throw err;
+  }
+}
+
+async function createKey(
+  handle: DatabaseHandle,
+  cli: CliIo,
+  name: string,
+  scopes: Scope[],
+  json: boolean,
+): Promise<number> {
+  const key = generateApiKey();
+  const record = await insertApiKey(handle.db, { name, scopes, keyHash: hashApiKey(key), now: cli.now() });
+  if (json) {
+    cli.out(JSON.stringify({ ...present(record), key }));
+  } else {
+    cli.out(`created key ${record.id} "${record.name}" (scopes ${record.scopes.join(',')})`);
+    cli.out(`key: ${key}`);
+    cli.out('Store it now: it is shown only this once (the database keeps only its hash).');
+  }
+  return EXIT_OK;
+}
+
+async function listKeys(handle: DatabaseHandle, cli: CliIo, json: boolean): Promise<number> {
+  const keys = (await listApiKeys(handle.db)).map(present);
+  if (json) {
+    cli.out(JSON.stringify(keys));
+    return EXIT_OK;
+  }
+  if (keys.length === 0) {
+    cli.out("no API keys (create one with 'taskyard keys create --name <name> --scopes <list>')");
+    return EXIT_OK;
+  }
+  const rows = [
+    ['ID', 'NAME', 'SCOPES', 'CREATED', 'STATUS'],
+    ...keys.map((k) => [
+      k.id,
+      k.name,
+      k.scopes.join(','),
+      k.created_at,
+      k.revoked_at ? `revoked ${k.revoked_at}` : 'active',
+    ]),
+  ];
+  const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
+  for (const r of rows)
+    cli.out(
+      r
+        .map((cell, i) => cell.padEnd(widths[i]!))
+        .join('  ')
+        .trimEnd(),
+    );
+  return EXIT_OK;
+}
+
+async function revokeKey(handle: DatabaseHandle, cli: CliIo, id: string): Promise<number> {
+  if (await revokeApiKey(handle.db, id, cli.now())) {
+    cli.out(`revoked key ${id}`);
+    return EXIT_OK;
+  }
+  cli.err(`taskyard: no active key with id "${id}" (see taskyard keys list)`);
+  return EXIT_FAILED;
+}
+
+function present(k: ApiKeyRecord) {
+  return {
+    id: k.id,
+    name: k.name,
+    scopes: k.scopes,
+    created_at: new Date(k.created_at).toISOString(),
+    revoked_at: k.revoked_at === null ? null : new Date(k.revoked_at).toISOString(),
+  };
+}
+
+function bullets(lines: readonly string[]): string {
+  return lines.map((l) => `  - ${l}`).join('\n');
+}
+
+function isMain(): boolean {
+  const script = process.argv[1];
+  if (script === undefined) return false;
+  try {
+    return realpathSync(script) === realpathSync(fileURLToPath(import.meta.url));
+  } catch {
+    return false;
+  }
+}
+
+if (isMain()) {
+  // exitCode, not exit(): stdout is flushed and every handle was closed by runCli.
+  process.exitCode = await runCli(process.argv.slice(2));
+}

@@ -1,0 +1,180 @@
+import fs from 'node:fs';
+import path from 'node:path';
+import SQLite from 'better-sqlite3';
+import { CompiledQuery, Kysely, PostgresDialect, SqliteDialect } from 'kysely';
+import pg from 'pg';
+import { redactUrl, type Logger } from '../logger';
+import type { Database } from './schema';
+
+export type Dialect = 'sqlite' | 'postgres';
+
+/** An open database: the Kysely instance plus what callers need to know about it. */
+export interface DatabaseHandle {
+  readonly db: Kysely<Database>;
+  readonly dialect: Dialect;
+  /** URL with any password removed, for logs. */
+  readonly displayUrl: string;
+  /** Closes the pool or file. Idempotent: later calls return the first call's promise. */
+  close(): Promise<void>;
+}
+
+export interface CreateDatabaseOptions {
+  /** Receives errors of idle pooled Postgres connections (which pg otherwise raises as process-fatal events). */
+  logger?: Logger;
+  /** Postgres pool size. @defaultValue 10 */
+  poolSize?: number;
+}
+
+/** How long SQLite waits for another connection's write lock before SQLITE_BUSY. */
+export const SQLITE_BUSY_TIMEOUT_MS = 5000;
+
+const SCHEMA_NAME = /^[A-Za-z_][A-Za-z0-9_]{0,62}$/;
+const PG_INT8_OID = 20;
+
+/**
+ * Open the database named by a DATABASE_URL.
+ *
+ * - `sqlite:<path>` (also `sqlite://<path>` and `sqlite::memory:`): better-sqlite3; the parent
+ *   directory is created; WAL, `busy_timeout` 5000 and `foreign_keys` on.
+ * - `postgres://…` / `postgresql://…`: a pg Pool. An optional `?schema=<name>` selects a schema,
+ *   created when absent, and set as the `search_path` of every pooled connection. INT8 columns
+ *   (our epoch-millisecond timestamps, `count(*)`) arrive as JS numbers, via the pool's own
+ *   `types`, so the process-global `pg.types` stays untouched.
+ *
+ * @throws Error for an unsupported URL or an invalid schema name; for Postgres with `?schema=`,
+ *   the connection error when the server cannot be reached to create the schema.
+ */
+export async function createDatabase(
+  url: string,
+  options: CreateDatabaseOptions = {},
+): Promise<DatabaseHandle> {
+  if (url.startsWith('sqlite:')) return openSqlite(url);
+  if (/^postgres(ql)?:\/\//.test(url)) return openPostgres(url, options);
+  throw new Error(
+    `unsupported database URL ${redactUrl(url)}: use sqlite:<path> (e.g. sqlite:./data/taskyard.db) or postgres://user@host:5432/db`,
+  );
+}
+
+function sqlitePath(url: string): string {
+  let file = url.slice('sqlite:'.length);
+  if (file.startsWith('//')) file = file.slice(2);
+  if (file === '') throw new Error('sqlite URL has no path: use sqlite:<path> or sqlite::memory:');
+  return file;
+}
+
+function openSqlite(url: string): DatabaseHandle {
+  const file = sqlitePath(url);
+  const inMemory = file === ':memory:';
+  if (!inMemory) fs.mkdirSync(path.dirname(path.resolve(file)), { recursive: true });
+  const sqlite = new SQLite(file);
+  try {
+    // busy_timeout first: switching to WAL needs a lock another process may hold briefly.
+    sqlite.pragma(`busy_timeout = ${SQLITE_BUSY_TIMEOUT_MS}`);
+    if (!inMemory) sqlite.pragma('journal_mode = WAL');
+    sqlite.pragma('foreign_keys = ON');
+  } catch (err) {
+    sqlite.close();
+    throw err;
+  }
+  const db = new Kysely<Database>({ dialect: new SqliteDialect({ database: sqlite }) });
+  return makeHandle(db, 'sqlite', url, async () => {
+    if (sqlite.open) sqlite.close();
+  });
+}
+
+async function openPostgres(url: string, options: CreateDatabaseOptions): Promise<DatabaseHandle> {
+  const parsed = new URL(url);
+  const schema = parsed.searchParams.get('schema');
+  // pg would pass an unknown `schema` parameter on to the server as a startup option.
+  parsed.searchParams.delete('schema');
+  const displayUrl = redactUrl(url);
+  if (schema !== null && !SCHEMA_NAME.test(schema)) {
+    throw new Error(
+      `invalid schema "${schema}" in ${displayUrl}: use 1-63 letters, digits or _, not starting with a digit`,
+    );
+  }
+
+  const pool = new pg.Pool({
+    connectionString: parsed.toString(),
+    max: options.poolSize ?? 10,
+    // A server that accepts TCP but never answers must not hang callers forever.
+    connectionTimeoutMillis: 10_000,
+    types: {
+      getTypeParser: ((oid: number, format?: 'text' | 'binary') =>
+        oid === PG_INT8_OID && format !== 'binary'
+          ? (value: string) => Number(value)
+          : pg.types.getTypeParser(oid, format)) as typeof pg.types.getTypeParser,
+    },
+  });
+  // An idle client whose server connection dies is dropped by the pool; the next query
+  // reconnects or reports the outage. Without a listener pg would crash the process.
+  pool.on('error', (err) => options.logger?.warn({ err, db: displayUrl }, 'idle database connection failed'));
+
+  if (schema !== null) {
+    try {
+      await ensureSchema(pool, schema);
+    } catch (err) {
+      await pool.end().catch(() => undefined);
+      throw new Error(`could not prepare schema "${schema}" on ${displayUrl}: ${(err as Error).message}`, {
+        cause: err,
+      });
+    }
+  }
+
+  const db = new Kysely<Database>({
+    dialect: new PostgresDialect({
+      pool,
+      onCreateConnection:
+        schema === null
+          ? undefined
+          : (connection) =>
+              connection
+                .executeQuery(CompiledQuery.raw(`set search_path to ${pg.escapeIdentifier(schema)}`))
+                .then(() => undefined),
+    }),
+  });
+  return makeHandle(db, 'postgres', displayUrl, async () => {
+    if (!pool.ending && !pool.ended) await pool.end();
+  });
+}
+
+/**
+ * Create the schema when absent. Checked first, because CREATE SCHEMA IF NOT EXISTS needs the
+ * CREATE privilege even when the schema exists; serialised by an advisory lock, because two
+ * processes creating it at once would otherwise collide on the catalog's unique index.
+ */
+async function ensureSchema(pool: pg.Pool, schema: string): Promise<void> {
+  const exists = async (client: pg.PoolClient) =>
+    (await client.query('select 1 from pg_namespace where nspname = $1', [schema])).rowCount === 1;
+  const client = await pool.connect();
+  try {
+    if (await exists(client)) return;
+    await client.query('begin');
+    try {
+      await client.query(`select pg_advisory_xact_lock(hashtext('taskyard:create-schema'))`);
+      if (!(await exists(client))) await client.query(`create schema ${pg.escapeIdentifier(schema)}`);
+      await client.query('commit');
+    } catch (err) {
+      await client.query('rollback').catch(() => undefined);
+      throw err;
+    }
+  } finally {
+    client.release();
+  }
+}
+
+function makeHandle(
+  db: Kysely<Database>,
+  dialect: Dialect,
+  displayUrl: string,
+  releaseDriver: () => Promise<void>,
+): DatabaseHandle {
+  let closing: Promise<void> | undefined;
+  const close = async () => {
+    await db.destroy();
+    // Kysely's destroy() does nothing when the handle never ran a query, but the file (or
+    // the pool, which created the schema) is open all the same.
+    await releaseDriver();
+  };
+  return Object.freeze({ db, dialect, displayUrl, close: () => (closing ??= close()) });
+}

@@ -1,0 +1,38 @@
+import { sql } from 'kysely';
+import { DependencyUnavailableError } from '../errors';
+import type { DatabaseHandle } from './database';
+
+/**
+ * Check that the database answers `SELECT 1` within `timeoutMs`.
+ * @defaultValue timeoutMs 1000
+ * @throws DependencyUnavailableError (503) naming the database and why: no answer in time, or the query's error (as `cause`).
+ */
+export async function pingDatabase(handle: DatabaseHandle, timeoutMs = 1000): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  // A deadline only: the query is not cancelled, its late result is ignored.
+  const deadline = new Promise<never>((_, reject) => {
+    timer = setTimeout(
+      () =>
+        reject(
+          new DependencyUnavailableError(
+            `database ${handle.displayUrl} did not answer SELECT 1 within ${timeoutMs} ms`,
+          ),
+        ),
+      timeoutMs,
+    );
+  });
+  const query = sql`select 1`.execute(handle.db).then(
+    () => undefined,
+    (err: unknown) => {
+      const reason = err instanceof Error ? err.message : String(err);
+      throw new DependencyUnavailableError(`database ${handle.displayUrl} is unavailable: ${reason}`, 5, err);
+    },
+  );
+  try {
+    await Promise.race([query, deadline]);
+  } finally {
+    clearTimeout(timer);
+    // The losing promise must not surface as an unhandled rejection.
+    query.catch(() => undefined);
+  }
+}

@@ -1,0 +1,156 @@
+import fs from 'node:fs';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { sql } from 'kysely';
+import { afterAll, afterEach, describe, expect, it } from 'vitest';
+import { createDatabase, type DatabaseHandle } from '../../shared/db/database';
+import { pingDatabase } from '../../shared/db/health';
+import { DependencyUnavailableError } from '../../shared/errors';
+import { BACKENDS, testPostgresUrl } from '../helpers/services';
+
+const handles: DatabaseHandle[] = [];
+const pgSchemas: string[] = [];
+const sqliteDirs: string[] = [];
+
+async function open(url: string): Promise<DatabaseHandle> {
+  const handle = await createDatabase(url);
+  handles.push(handle);
+  return handle;
+}
+
+afterEach(async () => {
+  await Promise.all(handles.splice(0).map((h) => h.close()));
+});
+
+afterAll(async () => {
+  for (const dir of sqliteDirs) fs.rmSync(dir, { recursive: true, force: true });
+  const base = new URL(testPostgresUrl());
+  base.searchParams.delete('schema');
+  const admin = await createDatabase(base.toString());
+  try {
+    for (const s of pgSchemas) await sql`drop schema if exists ${sql.id(s)} cascade`.execute(admin.db);
+  } finally {
+    await admin.close();
+  }
+});
+
+describe.each(BACKENDS)('createDatabase on $backend', ({ backend, makeUrl }) => {
+  function url(): string {
+    const u = makeUrl('conn');
+    if (backend === 'postgres') pgSchemas.push(new URL(u).searchParams.get('schema')!);
+    else sqliteDirs.push(path.dirname(u.slice('sqlite:'.length)));
+    return u;
+  }
+
+  it('reports its dialect and answers a ping', async () => {
+    const handle = await open(url());
+    expect(handle.dialect).toBe(backend);
+    await expect(pingDatabase(handle)).resolves.toBeUndefined();
+  });
+
+  it('returns 64-bit integers as JS numbers', async () => {
+    const handle = await open(url());
+    const r = await sql<{ n: number }>`select cast(${1_767_225_600_123} as bigint) as n`.execute(handle.db);
+    expect(r.rows[0]!.n).toBe(1_767_225_600_123);
+    const c = await sql<{ c: number }>`select count(*) as c from (select 1 union all select 2) as t`.execute(
+      handle.db,
+    );
+    expect(c.rows[0]!.c).toBe(2);
+  });
+
+  it('close is idempotent and a closed handle fails its ping with a clear error', async () => {
+    const handle = await open(url());
+    await Promise.all([handle.close(), handle.close()]);
+    await handle.close();
+    const err = await pingDatabase(handle).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(DependencyUnavailableError);
+    expect((err as Error).message).toContain(`database ${handle.displayUrl} is unavailable`);
+  });
+});
+
+describe('createDatabase on sqlite', () => {
+  it('creates the parent directory and turns on WAL, busy_timeout and foreign keys', async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'taskyard-conn-'));
+    try {
+      const handle = await open(`sqlite:${path.join(dir, 'nested', 'deeper', 'x.db')}`);
+      const pragma = async (name: string) =>
+        Object.values(
+          (await sql.raw<Record<string, unknown>>(`pragma ${name}`).execute(handle.db)).rows[0]!,
+        )[0];
+      expect(await pragma('journal_mode')).toBe('wal');
+      expect(await pragma('busy_timeout')).toBe(5000);
+      expect(await pragma('foreign_keys')).toBe(1);
+      expect(fs.existsSync(path.join(dir, 'nested', 'deeper', 'x.db'))).toBe(true);
+    } finally {
+      await Promise.all(handles.splice(0).map((h) => h.close()));
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('opens an in-memory database for sqlite::memory:', async () => {
+    const handle = await open('sqlite::memory:');
+    await sql`create table t (x integer)`.execute(handle.db);
+    await expect(pingDatabase(handle)).resolves.toBeUndefined();
+  });
+
+  it('refuses an unsupported URL without echoing a password', async () => {
+    const err = (await createDatabase('mysql://u:hunter2@host/db').catch((e: unknown) => e)) as Error;
+    expect(err.message).toContain('unsupported database URL');
+    expect(err.message).not.toContain('hunter2');
+  });
+});
+
+describe('createDatabase on postgres', () => {
+  it('creates the ?schema= schema and keeps each schema private to its handles', async () => {
+    const urlA = testPostgresUrl('conn_a');
+    const urlB = testPostgresUrl('conn_b');
+    const schemaA = new URL(urlA).searchParams.get('schema')!;
+    pgSchemas.push(schemaA, new URL(urlB).searchParams.get('schema')!);
+    const a = await open(urlA);
+    const b = await open(urlB);
+
+    const current = await sql<{ s: string }>`select current_schema() as s`.execute(a.db);
+    expect(current.rows[0]!.s).toBe(schemaA);
+    await sql`create table only_in_a (x int)`.execute(a.db);
+    // Every pooled connection gets the search_path, not only the first one.
+    await Promise.all(
+      Array.from({ length: 8 }, () => sql`select count(*) as c from only_in_a`.execute(a.db)),
+    );
+    await expect(sql`select 1 from only_in_a`.execute(b.db)).rejects.toThrow('does not exist');
+  });
+
+  it('several handles creating the same schema at once all succeed', async () => {
+    const url = testPostgresUrl('conn_race');
+    pgSchemas.push(new URL(url).searchParams.get('schema')!);
+    const opened = await Promise.all(Array.from({ length: 5 }, () => open(url)));
+    expect(opened).toHaveLength(5);
+  });
+
+  it('hides the password in displayUrl and rejects an invalid schema name', async () => {
+    const handle = await open('postgres://postgres:s3cret@127.0.0.1:5432/test');
+    expect(handle.displayUrl).not.toContain('s3cret');
+    await expect(
+      createDatabase('postgres://postgres@127.0.0.1:5432/test?schema=bad-name;drop'),
+    ).rejects.toThrow('invalid schema');
+  });
+
+  it('a ping to a server that never answers fails within its deadline', async () => {
+    // Accepts TCP connections and says nothing, as a hung database would.
+    const sockets = new Set<net.Socket>();
+    const silent = net.createServer((socket) => sockets.add(socket));
+    await new Promise<void>((resolve) => silent.listen(0, '127.0.0.1', resolve));
+    try {
+      const { port } = silent.address() as net.AddressInfo;
+      const handle = await open(`postgres://postgres@127.0.0.1:${port}/test`);
+      const started = performance.now();
+      const err = await pingDatabase(handle, 200).catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(DependencyUnavailableError);
+      expect((err as Error).message).toContain('did not answer SELECT 1 within 200 ms');
+      expect(performance.now() - started).toBeLessThan(2000);
+    } finally {
+      for (const socket of sockets) socket.destroy();
+      await new Promise((resolve) => silent.close(resolve));
+    }
+  });
+});

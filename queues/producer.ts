@@ -1,6 +1,7 @@
 import { Queue, type JobsOptions } from 'bullmq';
 import type { Redis } from 'ioredis';
 import type { QueueDefinition } from './definition';
+import type { Logger } from '../shared/logger';
 
 /** BullMQ Queue handles for a set of queue definitions, sharing one client connection. */
 export interface Queues {
@@ -11,11 +12,20 @@ export interface Queues {
   close(): Promise<void>;
 }
 
-export function createQueues(defs: readonly QueueDefinition[], connection: Redis, prefix: string): Queues {
+export function createQueues(
+  defs: readonly QueueDefinition[],
+  connection: Redis,
+  prefix: string,
+  logger?: Logger,
+): Queues {
   const byName = new Map<string, Queue>();
   const defByName = new Map(defs.map((d) => [d.name, d]));
   for (const def of defs) {
-    byName.set(def.name, new Queue(def.name, { connection, prefix, defaultJobOptions: def.defaultJobOptions }));
+    const queue = new Queue(def.name, { connection, prefix, defaultJobOptions: def.defaultJobOptions });
+    // Without a listener BullMQ prints connection errors to the console; the owner of
+    // the connection decides what an outage means (readiness, 503s).
+    queue.on('error', (err) => logger?.warn({ err, queue: def.name }, 'queue connection error'));
+    byName.set(def.name, queue);
   }
   const get = (name: string): Queue => {
     const q = byName.get(name);

@@ -1,0 +1,96 @@
+import http from 'node:http';
+import type { Socket } from 'node:net';
+import express from 'express';
+import type { Redis } from 'ioredis';
+import type { Clock } from '../shared/clock';
+import type { Config } from '../shared/config';
+import type { DatabaseHandle } from '../shared/db/database';
+import type { Migration } from '../shared/db/migrate';
+import { HeaderTooLargeError, ProblemError } from '../shared/errors';
+import type { Logger } from '../shared/logger';
+import type { Queues } from '../queues/producer';
+import { authenticate } from './middleware/auth';
+import { jsonBody } from './middleware/json-body';
+import { notFound } from './middleware/not-found';
+import { problemHandler, rawProblemResponse } from './middleware/problem';
+import { requestContext } from './middleware/request-id';
+import { mountAdminBoard } from './routes/admin-board';
+import { healthRouter } from './routes/health';
+import { jobsRouter } from './routes/jobs';
+
+/** Everything the api needs, passed in (no module singletons): tests build isolated instances. */
+export interface AppDeps {
+  config: Config;
+  db: DatabaseHandle;
+  redis: Redis;
+  queues: Queues;
+  logger: Logger;
+  clock: Clock;
+  migrations: readonly Migration[];
+}
+
+/**
+ * The Express app, without listening. Order (DESIGN.md §3): request id + access log →
+ * /healthz, /readyz (no auth) → Bull Board (its own admin auth) → auth → JSON body →
+ * routes → 404 → one problem+json error middleware.
+ */
+export function buildApp(deps: AppDeps): express.Express {
+  const app = express();
+  app.disable('x-powered-by');
+  // Behind a proxy, set this explicitly; trusting X-Forwarded-* by default lets clients spoof their address.
+  app.set('trust proxy', false);
+  app.disable('etag');
+
+  app.use(requestContext({ logger: deps.logger, clock: deps.clock }));
+  app.use(healthRouter({ db: deps.db, redis: deps.redis, migrations: deps.migrations }));
+  mountAdminBoard(app, { db: deps.db.db, queues: deps.queues, bodyLimitBytes: deps.config.BODY_LIMIT_BYTES });
+  app.use(authenticate({ db: deps.db.db }));
+  app.use(...jsonBody({ limitBytes: deps.config.BODY_LIMIT_BYTES }));
+  app.use(jobsRouter({ queues: deps.queues }));
+  app.use(notFound());
+  app.use(problemHandler(deps.logger));
+  return app;
+}
+
+/** Largest request head (request line + headers) the server reads; larger → 431. */
+export const MAX_HEADER_BYTES = 16 * 1024;
+
+const CLIENT_ERRORS: Record<string, { error: () => ProblemError; statusText: string }> = {
+  HPE_HEADER_OVERFLOW: {
+    error: () => new HeaderTooLargeError(`The request line and headers exceed ${MAX_HEADER_BYTES} bytes.`),
+    statusText: 'Request Header Fields Too Large',
+  },
+};
+
+class MalformedRequestError extends ProblemError {
+  readonly slug = 'validation-failed';
+  readonly status = 400;
+  readonly title = 'Malformed HTTP request';
+}
+
+/**
+ * An HTTP server for the app: `maxHeaderSize` 16 KiB, and errors Node raises before Express
+ * sees a request (header overflow, a malformed request) answered as problem+json instead
+ * of a bare status line. Timeout errors are left to Node (408 / closed socket).
+ */
+export function createHttpServer(app: express.Express, logger: Logger): http.Server {
+  const server = http.createServer({ maxHeaderSize: MAX_HEADER_BYTES }, app);
+  server.on('clientError', (err: NodeJS.ErrnoException, socket: Socket) => {
+    const pending = (socket as Socket & { _httpMessage?: { headersSent?: boolean } })._httpMessage;
+    if (err.code === 'ECONNRESET' || !socket.writable || pending?.headersSent) {
+      socket.destroy();
+      return;
+    }
+    if (err.code === 'ERR_HTTP_REQUEST_TIMEOUT') {
+      socket.end('HTTP/1.1 408 Request Timeout\r\nConnection: close\r\nContent-Length: 0\r\n\r\n');
+      return;
+    }
+    const known = err.code === undefined ? undefined : CLIENT_ERRORS[err.code];
+    const response = known
+      ? rawProblemResponse(known.error(), known.statusText)
+      : rawProblemResponse(new MalformedRequestError('The request is not valid HTTP/1.1.'), 'Bad Request');
+    logger.debug({ code: err.code }, 'rejected a malformed request');
+    socket.end(response);
+  });
+  return server;
+}

@@ -1,0 +1,45 @@
+import { createBullBoard } from '@bull-board/api';
+import { BullMQAdapter } from '@bull-board/api/bullMQAdapter';
+import { ExpressAdapter } from '@bull-board/express';
+import type { Express } from 'express';
+import type { Kysely } from 'kysely';
+import type { Database } from '../../shared/db/schema';
+import type { Queues } from '../../queues/producer';
+import { authenticateAdminBoard } from '../middleware/auth';
+import { jsonBody } from '../middleware/json-body';
+import { notFound } from '../middleware/not-found';
+
+/** Where the Bull Board is mounted (DESIGN.md §5). */
+export const ADMIN_BOARD_PATH = '/admin/queues';
+
+/**
+ * Bull Board for every queue, behind admin authentication (Bearer, or Basic with an admin
+ * key as password). Authentication runs before anything of the board, its static assets
+ * included; bodies go through the api's own JSON parser, so a malformed body is a 400
+ * problem rather than a board error.
+ */
+export function mountAdminBoard(
+  app: Express,
+  deps: { db: Kysely<Database>; queues: Queues; bodyLimitBytes: number },
+): void {
+  const serverAdapter = new ExpressAdapter();
+  serverAdapter.setBasePath(ADMIN_BOARD_PATH);
+  createBullBoard({
+    queues: [...deps.queues.byName.values()].map((queue) => new BullMQAdapter(queue)),
+    serverAdapter,
+    options: { uiConfig: { boardTitle: 'taskyard' } },
+  });
+  const board = serverAdapter.getRouter() as Express;
+  board.disable('x-powered-by');
+
+  // app.use (not a Router) so Express mounts the board as a sub-app: it inherits the
+  // api's settings and hands req/res back with their prototypes restored.
+  app.use(
+    ADMIN_BOARD_PATH,
+    authenticateAdminBoard({ db: deps.db }),
+    ...jsonBody({ limitBytes: deps.bodyLimitBytes }),
+    board,
+    // Paths under the board that it does not serve end here, not in the Bearer-only auth that follows.
+    notFound(),
+  );
+}

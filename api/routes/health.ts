@@ -1,0 +1,118 @@
+import { Router } from 'express';
+import type { Redis } from 'ioredis';
+import type { HealthResponse, ReadinessChecks, ReadyResponse } from '../../shared/contract/health';
+import type { DatabaseHandle } from '../../shared/db/database';
+import { pingDatabase } from '../../shared/db/health';
+import { migrationStatus, type Migration } from '../../shared/db/migrate';
+import { DependencyUnavailableError } from '../../shared/errors';
+import { redactUrl } from '../../shared/logger';
+import { pingRedis } from '../../shared/redis';
+import { methodNotAllowed } from '../middleware/not-found';
+
+/** Each readiness check answers within this, or counts as not ready. */
+export const READINESS_DEADLINE_MS = 2_000;
+
+/** 503 from /readyz: `checks` names what is not ready and why. */
+export class NotReadyError extends DependencyUnavailableError {
+  constructor(checks: ReadinessChecks) {
+    const failing = Object.entries(checks)
+      .filter(([, v]) => v !== 'ok')
+      .map(([k]) => k);
+    super(`Not ready: ${failing.join(', ')}.`, 5);
+    this.extra.checks = checks;
+  }
+}
+
+/** Reject after `ms` (an I/O deadline, not a timer that drives work). */
+async function withDeadline<T>(what: string, ms: number, work: Promise<T>): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    return await Promise.race([
+      work,
+      new Promise<never>((_, reject) => {
+        timer = setTimeout(() => reject(new Error(`${what} did not answer within ${ms} ms`)), ms);
+      }),
+    ]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** A failure reason fit for an unauthenticated client: short, no credentials. */
+function reason(err: unknown): string {
+  const message = err instanceof Error ? err.message : String(err);
+  const firstLine = message.split('\n', 1)[0] ?? '';
+  const clean = firstLine.replace(/[a-z][a-z0-9+.-]*:\/\/[^\s]+/gi, (url) => redactUrl(url));
+  return truncate(`unavailable: ${clean}`);
+}
+
+function truncate(text: string, max = 300): string {
+  return text.length > max ? `${text.slice(0, max)}…` : text;
+}
+
+async function check(run: () => Promise<string>): Promise<string> {
+  try {
+    return await run();
+  } catch (err) {
+    return reason(err);
+  }
+}
+
+/**
+ * GET /healthz: 200 while the process runs. GET /readyz: database ping, migration status
+ * (nothing pending, no integrity problems) and Redis ping, in parallel, each with a deadline;
+ * 200 when all are `ok`, else 503 `dependency-unavailable` with `checks` and `Retry-After`.
+ * Neither needs authentication.
+ */
+export function healthRouter(deps: {
+  db: DatabaseHandle;
+  redis: Redis;
+  migrations: readonly Migration[];
+}): Router {
+  const router = Router();
+  router
+    .route('/healthz')
+    .get((_req, res) => {
+      const body: HealthResponse = { status: 'ok' };
+      res.json(body);
+    })
+    .all(methodNotAllowed(['GET']));
+
+  router
+    .route('/readyz')
+    .get(async (req, res) => {
+      const [database, migrations, redis] = await Promise.all([
+        check(async () => {
+          await pingDatabase(deps.db, READINESS_DEADLINE_MS);
+          return 'ok';
+        }),
+        check(async () => {
+          const status = await withDeadline(
+            'the migration ledger',
+            READINESS_DEADLINE_MS,
+            migrationStatus(deps.db, deps.migrations),
+          );
+          if (status.problems.length > 0)
+            return truncate(`integrity problems: ${status.problems.join('; ')}`);
+          if (status.pending.length > 0) return `pending: ${status.pending.join(', ')}`;
+          return 'ok';
+        }),
+        check(async () => {
+          await pingRedis(deps.redis, READINESS_DEADLINE_MS);
+          return 'ok';
+        }),
+      ]);
+      const checks: ReadinessChecks = { database, migrations, redis };
+      if (database !== 'ok' || migrations !== 'ok' || redis !== 'ok') {
+        req.log.warn({ checks }, 'not ready');
+        throw new NotReadyError(checks);
+      }
+      const body: ReadyResponse = {
+        status: 'ready',
+        checks: { database: 'ok', migrations: 'ok', redis: 'ok' },
+      };
+      res.json(body);
+    })
+    .all(methodNotAllowed(['GET']));
+  return router;
+}

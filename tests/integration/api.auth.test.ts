@@ -1,0 +1,118 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { BACKENDS } from '../helpers/services';
+import { call, expectProblemShape, startApi, type ApiUnderTest } from './api.harness';
+
+const PROTECTED = ['/v1/jobs/noop/1', '/admin/queues', '/v1/no-such-thing', '/'];
+
+describe.each(BACKENDS)('api authentication ($backend)', ({ makeUrl }) => {
+  let api: ApiUnderTest;
+  beforeAll(async () => {
+    api = await startApi({ databaseUrl: makeUrl('api_auth') });
+  });
+  afterAll(async () => {
+    await api?.close();
+  });
+
+  it.each(PROTECTED)('a request to %s without a key gets 401 problem+json with a challenge', async (path) => {
+    const r = await call(api, path);
+    expectProblemShape(r, 'unauthorized', 401);
+    expect(r.headers.get('www-authenticate')).toMatch(/^(Bearer|Basic) /);
+  });
+
+  it('a v1 route challenges with Bearer and the Bull Board with Basic', async () => {
+    expect((await call(api, '/v1/jobs/noop/1')).headers.get('www-authenticate')).toMatch(/^Bearer /);
+    expect((await call(api, '/admin/queues')).headers.get('www-authenticate')).toMatch(
+      /^Basic realm="taskyard"/,
+    );
+  });
+
+  it('an unknown key, a revoked key, a malformed header and an over-long header all get 401', async () => {
+    const cases: Record<string, string> = {
+      unknown: 'Bearer ty_not-a-real-key-at-all-0000000000000',
+      revoked: `Bearer ${api.keys.revoked}`,
+      malformed: `Token ${api.keys.read}`,
+      emptyBearer: 'Bearer ',
+      overLong: `Bearer ${'a'.repeat(600)}`,
+    };
+    for (const [what, authorization] of Object.entries(cases)) {
+      const r = await call(api, '/v1/jobs/noop/1', { headers: { authorization } });
+      expect(r.status, what).toBe(401);
+      expectProblemShape(r, 'unauthorized', 401);
+      expect(r.headers.get('www-authenticate'), what).toMatch(/^Bearer /);
+    }
+  });
+
+  it('a read key passes auth on a read route', async () => {
+    const r = await call(api, '/v1/jobs/noop/does-not-exist', { key: api.keys.read });
+    expectProblemShape(r, 'not-found', 404);
+  });
+
+  it('a read key or a write key on the admin board gets 403 naming the admin scope', async () => {
+    for (const key of [api.keys.read, api.keys.write]) {
+      const r = await call(api, '/admin/queues', { key });
+      expectProblemShape(r, 'forbidden', 403);
+      expect(r.body.detail).toContain('"admin"');
+      expect(r.body.required_scope).toBe('admin');
+    }
+  });
+
+  it('the Bull Board answers HTML to Basic admin credentials and its assets load under the same credentials', async () => {
+    const basic = `Basic ${Buffer.from(`anyone:${api.keys.admin}`).toString('base64')}`;
+    const page = await call(api, '/admin/queues', { headers: { authorization: basic } });
+    expect(page.status).toBe(200);
+    expect(page.headers.get('content-type')).toMatch(/^text\/html/);
+    expect(page.headers.get('x-powered-by')).toBeNull();
+    const asset = /(?:src|href)="([^"]*static\/[^"]+\.js)"/.exec(page.text)?.[1];
+    expect(asset).toBeDefined();
+    const assetPath = asset!.startsWith('/') ? asset! : `/admin/queues/${asset!}`;
+    expect((await call(api, assetPath)).status).toBe(401);
+    const loaded = await call(api, assetPath, { headers: { authorization: basic } });
+    expect(loaded.status).toBe(200);
+    expect(loaded.headers.get('content-type')).toMatch(/javascript/);
+    const missing = await call(api, '/admin/queues/static/no-such-asset.js', {
+      headers: { authorization: basic },
+    });
+    expectProblemShape(missing, 'not-found', 404);
+    const queues = await call(api, '/admin/queues/api/queues', { key: api.keys.admin });
+    expect(queues.status).toBe(200);
+    expect((queues.body.queues as Array<{ name: string }>).map((q) => q.name).sort()).toEqual(
+      [...api.queues.byName.keys()].sort(),
+    );
+  });
+
+  it('Basic credentials whose password is not an admin key are refused with the Basic challenge', async () => {
+    for (const password of ['wrong', api.keys.revoked]) {
+      const basic = `Basic ${Buffer.from(`admin:${password}`).toString('base64')}`;
+      const r = await call(api, '/admin/queues', { headers: { authorization: basic } });
+      expectProblemShape(r, 'unauthorized', 401);
+      expect(r.headers.get('www-authenticate')).toMatch(/^Basic /);
+    }
+  });
+
+  it('no API key appears in any log line, even for rejected requests', async () => {
+    const presented = [
+      api.keys.read,
+      api.keys.admin,
+      api.keys.revoked,
+      'ty_guessed-key-that-is-not-stored-123456',
+    ];
+    for (const key of presented) {
+      await call(api, '/v1/jobs/noop/1', { key });
+      await call(api, '/admin/queues', {
+        headers: { authorization: `Basic ${Buffer.from(`u:${key}`).toString('base64')}` },
+      });
+      await call(api, `/v1/jobs/noop/1`, {
+        key,
+        method: 'POST',
+        body: '{bad',
+        headers: { 'content-type': 'application/json' },
+      });
+    }
+    const all = api.logs.join('\n');
+    expect(api.logs.filter((l) => l.includes('"msg":"request"')).length).toBeGreaterThanOrEqual(
+      presented.length * 3,
+    );
+    for (const key of presented) expect(all).not.toContain(key);
+    for (const key of presented) expect(all).not.toContain(Buffer.from(`u:${key}`).toString('base64'));
+  });
+});

@@ -1,0 +1,156 @@
+import type { AddressInfo } from 'node:net';
+import type { Server } from 'node:http';
+import { sql } from 'kysely';
+import type { Redis } from 'ioredis';
+import { buildApp, createHttpServer } from '../../api/app';
+import { loadMigrations } from '../../migrations/index';
+import { systemClock } from '../../shared/clock';
+import { loadConfig } from '../../shared/config';
+import { generateApiKey, hashApiKey, insertApiKey, revokeApiKey } from '../../shared/db/api-keys';
+import { createDatabase, type DatabaseHandle } from '../../shared/db/database';
+import { migrateToLatest } from '../../shared/db/migrate';
+import { createLogger } from '../../shared/logger';
+import { createRedis, deleteKeysWithPrefix } from '../../shared/redis';
+import type { Scope } from '../../shared/types';
+import { createQueues, type Queues } from '../../queues/producer';
+import { enabledQueues } from '../../queues/registry';
+import { testRedisUrl, uniquePrefix } from '../helpers/services';
+
+/**
+ * The api in-process on port 0 against a real database and Redis, with every log line
+ * captured. Shared by tests/integration/api.*.test.ts.
+ */
+export interface ApiUnderTest {
+  url: string;
+  db: DatabaseHandle;
+  redis: Redis;
+  queues: Queues;
+  prefix: string;
+  /** Every log line written so far (raw JSON). */
+  logs: string[];
+  keys: Record<Scope | 'revoked', string>;
+  close(): Promise<void>;
+}
+
+export interface StartOptions {
+  databaseUrl: string;
+  /** Redis for the api; a closed port simulates an outage. @defaultValue the test Redis */
+  redisUrl?: string;
+  /** @defaultValue true */
+  migrate?: boolean;
+}
+
+export async function startApi(opts: StartOptions): Promise<ApiUnderTest> {
+  const prefix = uniquePrefix('api');
+  const redisUrl = opts.redisUrl ?? testRedisUrl();
+  const config = loadConfig({
+    TASKYARD_ENV: 'test',
+    DATABASE_URL: opts.databaseUrl,
+    REDIS_URL: redisUrl,
+    REDIS_PREFIX: prefix,
+    LOG_LEVEL: 'debug',
+  });
+  const logs: string[] = [];
+  const logger = createLogger(
+    { level: 'debug', name: 'api-test' },
+    { write: (line: string) => void logs.push(line) },
+  );
+  const db = await createDatabase(config.DATABASE_URL, { logger });
+  const migrations = await loadMigrations();
+  const keys = {} as Record<Scope | 'revoked', string>;
+  if (opts.migrate !== false) {
+    await migrateToLatest(db, migrations);
+    const now = systemClock.now().getTime();
+    for (const scope of ['read', 'write', 'admin'] as const) {
+      keys[scope] = generateApiKey();
+      await insertApiKey(db.db, {
+        name: `test-${scope}`,
+        scopes: [scope],
+        keyHash: hashApiKey(keys[scope]),
+        now,
+      });
+    }
+    keys.revoked = generateApiKey();
+    const revoked = await insertApiKey(db.db, {
+      name: 'test-revoked',
+      scopes: ['admin'],
+      keyHash: hashApiKey(keys.revoked),
+      now,
+    });
+    await revokeApiKey(db.db, revoked.id, now);
+  }
+  const redis = createRedis(config.REDIS_URL, 'client');
+  redis.on('error', () => undefined);
+  const queues = createQueues(enabledQueues(config), redis, prefix);
+  for (const q of queues.byName.values()) q.on('error', () => undefined);
+  const app = buildApp({ config, db, redis, queues, logger, clock: systemClock, migrations });
+  const server: Server = createHttpServer(app, logger);
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address() as AddressInfo;
+
+  return {
+    url: `http://127.0.0.1:${port}`,
+    db,
+    redis,
+    queues,
+    prefix,
+    logs,
+    keys,
+    async close() {
+      await new Promise<void>((resolve) => {
+        server.close(() => resolve());
+        server.closeAllConnections();
+      });
+      await queues.close().catch(() => undefined);
+      if (redis.status === 'ready') {
+        await deleteKeysWithPrefix(redis, prefix);
+        await redis.quit();
+      } else {
+        redis.disconnect();
+      }
+      const schema = new URL(opts.databaseUrl).searchParams.get('schema');
+      if (db.dialect === 'postgres' && schema) {
+        await sql`drop schema if exists ${sql.id(schema)} cascade`.execute(db.db);
+      }
+      await db.close();
+    },
+  };
+}
+
+/** Assert-friendly view of a response: status, headers, parsed body. */
+export async function call(
+  api: Pick<ApiUnderTest, 'url'>,
+  path: string,
+  init: RequestInit & { key?: string } = {},
+): Promise<{ status: number; headers: Headers; body: any; text: string }> {
+  const headers = new Headers(init.headers);
+  if (init.key !== undefined) headers.set('authorization', `Bearer ${init.key}`);
+  const res = await fetch(`${api.url}${path}`, { ...init, headers });
+  const text = await res.text();
+  let body: unknown;
+  try {
+    body = text === '' ? undefined : JSON.parse(text);
+  } catch {
+    body = undefined;
+  }
+  return { status: res.status, headers: res.headers, body, text };
+}
+
+/** Fields every problem response has (DESIGN.md §4.7). */
+export function expectProblemShape(
+  r: { status: number; headers: Headers; body: any },
+  slug: string,
+  status: number,
+): void {
+  if (r.status !== status) throw new Error(`expected ${status}, got ${r.status}: ${JSON.stringify(r.body)}`);
+  const type = r.headers.get('content-type') ?? '';
+  if (!type.startsWith('application/problem+json')) throw new Error(`content-type ${type}`);
+  const b = r.body as Record<string, unknown>;
+  const want = { type: `urn:taskyard:problem:${slug}`, status, instance: r.headers.get('x-request-id') };
+  for (const [k, v] of Object.entries(want)) {
+    if (b[k] !== v) throw new Error(`problem.${k} = ${JSON.stringify(b[k])}, expected ${JSON.stringify(v)}`);
+  }
+  for (const k of ['title', 'detail']) {
+    if (typeof b[k] !== 'string' || b[k] === '') throw new Error(`problem.${k} missing`);
+  }
+}

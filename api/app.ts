@@ -15,6 +15,7 @@ import { notFound } from './middleware/not-found';
 import { problemHandler, rawProblemResponse } from './middleware/problem';
 import { requestContext } from './middleware/request-id';
 import { mountAdminBoard } from './routes/admin-board';
+import { backupsRouter } from './routes/backups';
 import { healthRouter } from './routes/health';
 import { jobsRouter } from './routes/jobs';
 
@@ -27,6 +28,8 @@ export interface AppDeps {
   logger: Logger;
   clock: Clock;
   migrations: readonly Migration[];
+  /** Fault point between a resource's commit and its enqueue; no-op unless a test injects one. */
+  afterCommit?: () => void | Promise<void>;
 }
 
 /**
@@ -47,6 +50,7 @@ export function buildApp(deps: AppDeps): express.Express {
   app.use(authenticate({ db: deps.db.db }));
   app.use(...jsonBody({ limitBytes: deps.config.BODY_LIMIT_BYTES }));
   app.use(jobsRouter({ queues: deps.queues }));
+  app.use(backupsRouter(deps));
   app.use(notFound());
   app.use(problemHandler(deps.logger));
   return app;

@@ -5,8 +5,14 @@ export const backupsQueue = defineQueue({
   name: 'backups',
   lockScope: 'backups',
   jobs: {
-    'create-backup': z.object({ backup_id: z.string().min(1).max(64), trigger: z.enum(['manual', 'scheduled']) }),
-    'verify-backup': z.object({ backup_id: z.string().min(1).max(64), verification_id: z.string().min(1).max(64) }),
+    'create-backup': z.object({
+      backup_id: z.string().min(1).max(64),
+      trigger: z.enum(['manual', 'scheduled']),
+    }),
+    'verify-backup': z.object({
+      backup_id: z.string().min(1).max(64),
+      verification_id: z.string().min(1).max(64),
+    }),
   },
   defaultJobOptions: { attempts: 3, backoff: { type: 'exponential', delay: 5_000 }, ...KEEP_FINISHED },
 });

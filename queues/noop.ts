@@ -10,7 +10,14 @@ export const noopQueue = defineQueue({
   name: 'noop',
   testOnly: true,
   jobs: {
-    noop: z.object({ seq: z.number().int().nonnegative().optional(), hold_ms: z.number().int().min(0).max(600_000).optional() }),
+    noop: z.object({
+      seq: z.number().int().nonnegative().optional(),
+      hold_ms: z.number().int().min(0).max(600_000).optional(),
+    }),
   },
-  defaultJobOptions: { attempts: 5, backoff: { type: 'fixed', delay: 100 }, removeOnComplete: { count: 100_000 } },
+  defaultJobOptions: {
+    attempts: 5,
+    backoff: { type: 'fixed', delay: 100 },
+    removeOnComplete: { count: 100_000 },
+  },
 });

@@ -17,7 +17,10 @@ export function enabledQueues(config: Pick<Config, 'TASKYARD_ENV'>): QueueDefini
 }
 
 /** Resolve `--queues a,b` against the enabled queues. @throws Error naming the known queues. */
-export function selectQueues(config: Pick<Config, 'TASKYARD_ENV'>, names: readonly string[] | 'all'): QueueDefinition[] {
+export function selectQueues(
+  config: Pick<Config, 'TASKYARD_ENV'>,
+  names: readonly string[] | 'all',
+): QueueDefinition[] {
   const enabled = enabledQueues(config);
   if (names === 'all') return enabled;
   const byName = new Map(enabled.map((q) => [q.name, q]));

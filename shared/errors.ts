@@ -189,7 +189,9 @@ export class UnknownJobError extends Error {
     readonly jobName: string,
     readonly known: readonly string[],
   ) {
-    super(`queue "${queue}" has no processor for job "${jobName}"; known jobs: ${known.join(', ') || '(none)'}`);
+    super(
+      `queue "${queue}" has no processor for job "${jobName}"; known jobs: ${known.join(', ') || '(none)'}`,
+    );
     this.name = 'UnknownJobError';
   }
 }
@@ -198,4 +200,31 @@ export class UnknownJobError extends Error {
 export function toError(value: unknown): Error {
   if (value instanceof Error) return value;
   return new Error(typeof value === 'string' ? value : 'non-error thrown', { cause: value });
+}
+
+export class IdempotencyKeyMissingError extends ProblemError {
+  readonly slug = 'idempotency-key-missing';
+  readonly status = 400;
+  readonly title = 'Idempotency-Key header required';
+}
+
+export class IdempotencyKeyInvalidError extends ProblemError {
+  readonly slug = 'idempotency-key-invalid';
+  readonly status = 400;
+  readonly title = 'Idempotency-Key header invalid';
+}
+
+export class IdempotencyKeyInFlightError extends ProblemError {
+  readonly slug = 'idempotency-key-in-flight';
+  readonly status = 409;
+  readonly title = 'A request with this Idempotency-Key is in progress';
+  constructor(detail: string, retryAfterSeconds = 1) {
+    super(detail, { headers: { 'Retry-After': String(retryAfterSeconds) } });
+  }
+}
+
+export class IdempotencyKeyMismatchError extends ProblemError {
+  readonly slug = 'idempotency-key-mismatch';
+  readonly status = 422;
+  readonly title = 'Idempotency-Key reused for a different request';
 }

@@ -62,7 +62,35 @@ export interface SchemaMigrationsTable {
   applied_at: number;
 }
 
+export type BackupStatus = 'queued' | 'running' | 'succeeded' | 'failed';
+export type VerifyStatus = 'queued' | 'running' | 'passed' | 'failed';
+
+export interface BackupsTable {
+  id: string;
+  label: string | null;
+  status: BackupStatus;
+  trigger: 'manual' | 'scheduled';
+  file_name: string | null;
+  size_bytes: number | null;
+  sha256: string | null;
+  schema_version: string | null;
+  /** JSON object: table → rows */
+  row_counts: string | null;
+  /** JSON object: table → sha256 of the table's canonical content */
+  content_sha256: string | null;
+  error: string | null;
+  attempts: ColumnType<number, number | undefined, number>;
+  fence: ColumnType<number, number | undefined, number>;
+  created_at: number;
+  started_at: number | null;
+  finished_at: number | null;
+  verify_status: VerifyStatus | null;
+  verified_at: number | null;
+  verify_error: string | null;
+}
+
 export interface Database {
+  backups: BackupsTable;
   api_keys: ApiKeysTable;
   idempotency_keys: IdempotencyKeysTable;
   outbox: OutboxTable;

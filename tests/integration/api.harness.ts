@@ -4,7 +4,7 @@ import { sql } from 'kysely';
 import type { Redis } from 'ioredis';
 import { buildApp, createHttpServer } from '../../api/app';
 import { loadMigrations } from '../../migrations/index';
-import { systemClock } from '../../shared/clock';
+import { systemClock, type Clock } from '../../shared/clock';
 import { loadConfig } from '../../shared/config';
 import { generateApiKey, hashApiKey, insertApiKey, revokeApiKey } from '../../shared/db/api-keys';
 import { createDatabase, type DatabaseHandle } from '../../shared/db/database';
@@ -22,6 +22,8 @@ import { testRedisUrl, uniquePrefix } from '../helpers/services';
  */
 export interface ApiUnderTest {
   url: string;
+  /** Principal ids of the keys, by scope. */
+  principalIds: Record<Scope, string>;
   db: DatabaseHandle;
   redis: Redis;
   queues: Queues;
@@ -38,6 +40,9 @@ export interface StartOptions {
   redisUrl?: string;
   /** @defaultValue true */
   migrate?: boolean;
+  /** @defaultValue systemClock */
+  clock?: Clock;
+  afterCommit?: () => void | Promise<void>;
 }
 
 export async function startApi(opts: StartOptions): Promise<ApiUnderTest> {
@@ -58,17 +63,20 @@ export async function startApi(opts: StartOptions): Promise<ApiUnderTest> {
   const db = await createDatabase(config.DATABASE_URL, { logger });
   const migrations = await loadMigrations();
   const keys = {} as Record<Scope | 'revoked', string>;
+  const principalIds = {} as Record<Scope, string>;
   if (opts.migrate !== false) {
     await migrateToLatest(db, migrations);
     const now = systemClock.now().getTime();
     for (const scope of ['read', 'write', 'admin'] as const) {
       keys[scope] = generateApiKey();
-      await insertApiKey(db.db, {
-        name: `test-${scope}`,
-        scopes: [scope],
-        keyHash: hashApiKey(keys[scope]),
-        now,
-      });
+      principalIds[scope] = (
+        await insertApiKey(db.db, {
+          name: `test-${scope}`,
+          scopes: [scope],
+          keyHash: hashApiKey(keys[scope]),
+          now,
+        })
+      ).id;
     }
     keys.revoked = generateApiKey();
     const revoked = await insertApiKey(db.db, {
@@ -83,13 +91,23 @@ export async function startApi(opts: StartOptions): Promise<ApiUnderTest> {
   redis.on('error', () => undefined);
   const queues = createQueues(enabledQueues(config), redis, prefix);
   for (const q of queues.byName.values()) q.on('error', () => undefined);
-  const app = buildApp({ config, db, redis, queues, logger, clock: systemClock, migrations });
+  const app = buildApp({
+    config,
+    db,
+    redis,
+    queues,
+    logger,
+    clock: opts.clock ?? systemClock,
+    migrations,
+    afterCommit: opts.afterCommit,
+  });
   const server: Server = createHttpServer(app, logger);
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   const { port } = server.address() as AddressInfo;
 
   return {
     url: `http://127.0.0.1:${port}`,
+    principalIds,
     db,
     redis,
     queues,

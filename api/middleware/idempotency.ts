@@ -1,0 +1,178 @@
+import type { Request, RequestHandler, Response } from 'express';
+import type { Kysely } from 'kysely';
+import type { Clock } from '../../shared/clock';
+import type { Config } from '../../shared/config';
+import {
+  claimIdempotencyKey,
+  completeIdempotencyKey,
+  releaseIdempotencyKey,
+  type StoredResponse,
+} from '../../shared/db/idempotency-store';
+import type { Database } from '../../shared/db/schema';
+import {
+  ConflictError,
+  IdempotencyKeyInFlightError,
+  IdempotencyKeyInvalidError,
+  IdempotencyKeyMismatchError,
+  IdempotencyKeyMissingError,
+  toError,
+} from '../../shared/errors';
+import { parseIdempotencyKey, requestFingerprint } from '../../shared/idempotency';
+import { PROBLEM_CONTENT_TYPE } from '../../shared/contract/problem';
+
+/** A claimed key, handed to the route so it can complete the claim inside its transaction. */
+export interface IdempotencyClaim {
+  key: string;
+  /**
+   * Store the response in the same transaction as the resource (DESIGN.md §3 step 4).
+   * @throws ConflictError when the claim's lease lapsed and another request took it over:
+   * the transaction must roll back so the work is not created twice.
+   */
+  complete(trx: Kysely<Database>, response: StoredResponse): Promise<void>;
+}
+
+declare global {
+  // eslint-disable-next-line @typescript-eslint/no-namespace
+  namespace Express {
+    interface Request {
+      /** Set by the idempotency middleware when the request carries a claimed key. */
+      idempotency?: IdempotencyClaim;
+    }
+  }
+}
+
+/** In-flight claims lapse after this long, so a crashed holder's key can be taken over. */
+export const IDEMPOTENCY_LEASE_MS = 30_000;
+
+/**
+ * DESIGN.md §4.1. Runs after auth and validation. Claims (principal, key) atomically and
+ * then either replays a completed response, answers 409 in flight / 422 mismatch, or lets
+ * the route run. Responses the route produced after the claim are stored (2xx and 4xx);
+ * a 5xx, or a request that ended without a response, releases the claim.
+ */
+export function idempotency(
+  deps: { db: Kysely<Database>; config: Pick<Config, 'IDEMPOTENCY_TTL_HOURS'>; clock: Clock },
+  opts: { required: boolean },
+): RequestHandler {
+  const ttlMs = deps.config.IDEMPOTENCY_TTL_HOURS * 3_600_000;
+  return async (req, res, next) => {
+    const header = req.headers['idempotency-key'];
+    const parsed = parseIdempotencyKey(header);
+    if (!parsed.ok) {
+      if (parsed.reason === 'missing') {
+        if (!opts.required) return next();
+        throw new IdempotencyKeyMissingError(
+          'This request creates work and needs an Idempotency-Key header (e.g. a UUID); a retry with the same key returns the first response.',
+        );
+      }
+      throw new IdempotencyKeyInvalidError(parsed.detail);
+    }
+    const principalId = req.principal?.id;
+    if (!principalId) throw new Error('idempotency middleware runs after authentication');
+    const key = parsed.key;
+    const path = req.originalUrl.split('?', 1)[0] ?? '';
+    const fingerprint = requestFingerprint(req.method, path, req.body);
+    const claim = await claimIdempotencyKey(deps.db, {
+      principalId,
+      key,
+      fingerprint,
+      now: deps.clock.now().getTime(),
+      leaseMs: IDEMPOTENCY_LEASE_MS,
+      ttlMs,
+    });
+    switch (claim.outcome) {
+      case 'completed':
+        replay(res, claim.response);
+        return;
+      case 'in_flight':
+        throw new IdempotencyKeyInFlightError(
+          'A request with this Idempotency-Key is still being processed; retry after a second to get its result.',
+        );
+      case 'mismatch':
+        throw new IdempotencyKeyMismatchError(
+          'This Idempotency-Key was used for a different request (another body or path); use a new key for a new request.',
+        );
+      case 'corrupt':
+        req.log.error({ idempotency_key_problem: claim.detail }, 'stored idempotency record is unreadable');
+        throw new ConflictError(
+          'The stored result for this Idempotency-Key cannot be read back; it is not trusted. Use a new key.',
+        );
+      case 'claimed':
+        break;
+    }
+
+    const claimRef = { principalId, key, claimToken: claim.claimToken };
+    let completed = false;
+    req.idempotency = {
+      key,
+      async complete(trx, response) {
+        if (!(await completeIdempotencyKey(trx, { ...claimRef, response }))) {
+          throw new ConflictError(
+            'The claim on this Idempotency-Key lapsed and another request took it over; nothing was created. Retry with the same key to get its result.',
+          );
+        }
+        completed = true;
+      },
+    };
+
+    const captured = captureBody(res);
+    res.once('close', () => {
+      if (completed) return;
+      void settleAfterResponse(deps.db, req, res, claimRef, captured()).catch((err: unknown) =>
+        req.log.error(
+          { err: toError(err) },
+          'could not settle the idempotency claim; it lapses with its lease',
+        ),
+      );
+    });
+    next();
+  };
+}
+
+function replay(res: Response, stored: StoredResponse): void {
+  res.setHeader('Idempotent-Replayed', 'true');
+  if (stored.location) res.setHeader('Location', stored.location);
+  res
+    .status(stored.status)
+    .type(stored.status >= 400 ? PROBLEM_CONTENT_TYPE : 'application/json')
+    .send(JSON.stringify(stored.body));
+}
+
+/** Keep what the route sends, so a response it produced without completing can be stored. */
+function captureBody(res: Response): () => unknown {
+  let body: unknown;
+  const send = res.send.bind(res);
+  res.send = (chunk?: unknown) => {
+    if (typeof chunk === 'string' || Buffer.isBuffer(chunk)) {
+      try {
+        body = JSON.parse(chunk.toString());
+      } catch {
+        body = undefined;
+      }
+    } else if (chunk !== undefined) {
+      body = chunk;
+    }
+    return send(chunk);
+  };
+  return () => body;
+}
+
+async function settleAfterResponse(
+  db: Kysely<Database>,
+  req: Request,
+  res: Response,
+  claim: { principalId: string; key: string; claimToken: string },
+  body: unknown,
+): Promise<void> {
+  const status = res.statusCode;
+  if (!res.writableFinished || status >= 500 || body === undefined) {
+    await releaseIdempotencyKey(db, claim);
+    req.log.info({ status }, 'idempotency claim released: the request may be retried with the same key');
+    return;
+  }
+  const location = res.getHeader('Location');
+  await completeIdempotencyKey(db, {
+    ...claim,
+    response: { status, body, location: typeof location === 'string' ? location : null },
+  });
+}

@@ -1,0 +1,135 @@
+import fs from 'node:fs';
+import path from 'node:path';
+import { pipeline } from 'node:stream/promises';
+import { Router } from 'express';
+import type { Clock } from '../../shared/clock';
+import type { Config } from '../../shared/config';
+import { backupView, createBackupBodySchema, verifyBackupBodySchema } from '../../shared/contract/backups';
+import { decodeCursor, encodeCursor, listQuerySchema, uuidParamSchema } from '../../shared/contract/common';
+import { getBackup, listBackups, type BackupRow } from '../../shared/db/backups-store';
+import type { DatabaseHandle } from '../../shared/db/database';
+import { ConflictError, NotFoundError, ValidationFailedError } from '../../shared/errors';
+import type { Logger } from '../../shared/logger';
+import { requestBackup, requestBackupVerification } from '../../queues/backup-producer';
+import type { Queues } from '../../queues/producer';
+import { requireScope } from '../middleware/auth';
+import { idempotency } from '../middleware/idempotency';
+import { methodNotAllowed } from '../middleware/not-found';
+import { validate, validated } from '../middleware/validate';
+
+export interface BackupsRouteDeps {
+  config: Config;
+  db: DatabaseHandle;
+  queues: Queues;
+  clock: Clock;
+  logger: Logger;
+  afterCommit?: () => void | Promise<void>;
+}
+
+const createSchemas = { body: createBackupBodySchema };
+const listSchemas = { query: listQuerySchema };
+const oneSchemas = { params: uuidParamSchema };
+const verifySchemas = { params: uuidParamSchema, body: verifyBackupBodySchema };
+
+const location = (id: string) => `/v1/backups/${id}`;
+const accepted = (row: BackupRow) => ({ status: 202, body: backupView(row), location: location(row.id) });
+
+/** DESIGN.md §5: POST/GET /v1/backups, GET /v1/backups/:id, download (admin), verify. */
+export function backupsRouter(deps: BackupsRouteDeps): Router {
+  const router = Router();
+  const db = deps.db.db;
+  const keyed = idempotency({ db, config: deps.config, clock: deps.clock }, { required: true });
+  const producer = (logger: Logger) => ({
+    db,
+    queues: deps.queues,
+    clock: deps.clock,
+    logger,
+    afterCommit: deps.afterCommit,
+  });
+
+  router
+    .route('/v1/backups')
+    .post(requireScope('write'), validate(createSchemas), keyed, async (req, res) => {
+      const { body } = validated(req, createSchemas);
+      const { response } = await requestBackup(producer(req.log), {
+        label: body.label ?? null,
+        claim: req.idempotency,
+        respond: accepted,
+      });
+      res.status(response.status).location(response.location!).json(response.body);
+    })
+    .get(requireScope('read'), validate(listSchemas), async (req, res) => {
+      const { query } = validated(req, listSchemas);
+      const after = query.cursor === undefined ? undefined : decodeCursor(query.cursor);
+      if (query.cursor !== undefined && !after) {
+        throw new ValidationFailedError([
+          {
+            path: 'query.cursor',
+            message: 'cursor is not one this api issued; omit it to start from the newest',
+          },
+        ]);
+      }
+      const rows = await listBackups(db, { limit: query.limit + 1, after });
+      const page = rows.slice(0, query.limit);
+      const last = page.at(-1);
+      res.json({
+        items: page.map(backupView),
+        next_cursor:
+          rows.length > query.limit && last
+            ? encodeCursor({ createdAt: Number(last.created_at), id: last.id })
+            : null,
+      });
+    })
+    .all(methodNotAllowed(['GET', 'POST']));
+
+  router
+    .route('/v1/backups/:id')
+    .get(requireScope('read'), validate(oneSchemas), async (req, res) => {
+      const { params } = validated(req, oneSchemas);
+      const row = await getBackup(db, params.id);
+      if (!row) throw new NotFoundError(`There is no backup with id ${params.id}.`);
+      res.json(backupView(row));
+    })
+    .all(methodNotAllowed(['GET']));
+
+  router
+    .route('/v1/backups/:id/download')
+    .get(requireScope('admin'), validate(oneSchemas), async (req, res) => {
+      const { params } = validated(req, oneSchemas);
+      const row = await getBackup(db, params.id);
+      if (!row) throw new NotFoundError(`There is no backup with id ${params.id}.`);
+      if (row.status !== 'succeeded' || !row.file_name) {
+        throw new ConflictError(
+          `Backup ${params.id} is ${row.status}; only a succeeded backup has an archive.`,
+        );
+      }
+      const file = path.join(deps.config.BACKUP_DIR, path.basename(row.file_name));
+      let stat: fs.Stats;
+      try {
+        stat = await fs.promises.stat(file);
+      } catch {
+        throw new NotFoundError(`The archive of backup ${params.id} is no longer on disk (pruned or moved).`);
+      }
+      res.setHeader('Content-Type', 'application/gzip');
+      res.setHeader('Content-Length', String(stat.size));
+      res.setHeader('Content-Disposition', `attachment; filename="${path.basename(row.file_name)}"`);
+      if (row.sha256) res.setHeader('Digest', `sha-256=${Buffer.from(row.sha256, 'hex').toString('base64')}`);
+      await pipeline(fs.createReadStream(file), res);
+    })
+    .all(methodNotAllowed(['GET']));
+
+  router
+    .route('/v1/backups/:id/verify')
+    .post(requireScope('write'), validate(verifySchemas), keyed, async (req, res) => {
+      const { params } = validated(req, verifySchemas);
+      const { response } = await requestBackupVerification(producer(req.log), {
+        backupId: params.id,
+        claim: req.idempotency,
+        respond: accepted,
+      });
+      res.status(response.status).location(response.location!).json(response.body);
+    })
+    .all(methodNotAllowed(['POST']));
+
+  return router;
+}

@@ -1,0 +1,110 @@
+import { randomUUID } from 'node:crypto';
+import type { Kysely } from 'kysely';
+import type { Clock } from '../shared/clock';
+import { getBackup, insertBackup, type BackupRow } from '../shared/db/backups-store';
+import type { StoredResponse } from '../shared/db/idempotency-store';
+import { insertOutboxRow, type OutboxRow } from '../shared/db/outbox-store';
+import type { Database } from '../shared/db/schema';
+import { ConflictError, NotFoundError } from '../shared/errors';
+import type { Logger } from '../shared/logger';
+import { dispatchOutboxRow } from './outbox-dispatch';
+import type { Queues } from './producer';
+
+export interface ProducerDeps {
+  db: Kysely<Database>;
+  queues: Queues;
+  clock: Clock;
+  logger: Logger;
+  /** Fault point between commit and enqueue (tests only; no-op by default). */
+  afterCommit?: () => void | Promise<void>;
+}
+
+/** Completes an idempotency claim inside the resource's transaction (api/middleware/idempotency). */
+export interface ClaimCompleter {
+  complete(trx: Kysely<Database>, response: StoredResponse): Promise<void>;
+}
+
+export const backupJobId = (backupId: string) => `backup-${backupId}`;
+export const verifyJobId = (backupId: string, verificationId: string) =>
+  `verify-${backupId}-${verificationId}`;
+
+/**
+ * DESIGN.md §3 steps 4–5: one transaction writes the backup (queued), its outbox row and
+ * the completed idempotency record; after commit the job is enqueued. An enqueue failure
+ * does not fail the request: the relay dispatches the row later.
+ */
+export async function requestBackup(
+  deps: ProducerDeps,
+  input: { label: string | null; claim?: ClaimCompleter; respond: (row: BackupRow) => StoredResponse },
+): Promise<{ row: BackupRow; response: StoredResponse }> {
+  const id = randomUUID();
+  const now = deps.clock.now().getTime();
+  const { row, response, outbox } = await deps.db.transaction().execute(async (trx) => {
+    const row = await insertBackup(trx, { id, label: input.label, trigger: 'manual', now });
+    const outbox = await insertOutboxRow(trx, {
+      queue: 'backups',
+      jobName: 'create-backup',
+      jobId: backupJobId(id),
+      payload: { backup_id: id, trigger: 'manual' },
+      now,
+    });
+    const response = input.respond(row);
+    await input.claim?.complete(trx, response);
+    return { row, response, outbox };
+  });
+  deps.logger.info({ backup_id: id, status: 'queued' }, 'backup requested');
+  await afterCommitDispatch(deps, outbox);
+  return { row, response };
+}
+
+/** Queue a restore drill of a succeeded backup. */
+export async function requestBackupVerification(
+  deps: ProducerDeps,
+  input: { backupId: string; claim?: ClaimCompleter; respond: (row: BackupRow) => StoredResponse },
+): Promise<{ row: BackupRow; response: StoredResponse }> {
+  const verificationId = randomUUID();
+  const now = deps.clock.now().getTime();
+  const { row, response, outbox } = await deps.db.transaction().execute(async (trx) => {
+    // Write first: on SQLite a read-then-write transaction can fail with SQLITE_BUSY at once.
+    const updated = await trx
+      .updateTable('backups')
+      .set({ verify_status: 'queued', verify_error: null })
+      .where('id', '=', input.backupId)
+      .where('status', '=', 'succeeded')
+      .where((eb) =>
+        eb.or([eb('verify_status', 'is', null), eb('verify_status', 'in', ['passed', 'failed'])]),
+      )
+      .executeTakeFirst();
+    if (Number(updated.numUpdatedRows) !== 1) {
+      const existing = await getBackup(trx, input.backupId);
+      if (!existing) throw new NotFoundError(`no backup with id ${input.backupId}`);
+      if (existing.status !== 'succeeded') {
+        throw new ConflictError(
+          `backup ${input.backupId} is ${existing.status}; only a succeeded backup can be verified`,
+        );
+      }
+      throw new ConflictError(
+        `a verification of backup ${input.backupId} is already ${existing.verify_status}`,
+      );
+    }
+    const row = (await getBackup(trx, input.backupId))!;
+    const outbox = await insertOutboxRow(trx, {
+      queue: 'backups',
+      jobName: 'verify-backup',
+      jobId: verifyJobId(input.backupId, verificationId),
+      payload: { backup_id: input.backupId, verification_id: verificationId },
+      now,
+    });
+    const response = input.respond(row);
+    await input.claim?.complete(trx, response);
+    return { row, response, outbox };
+  });
+  deps.logger.info({ backup_id: input.backupId, verify_status: 'queued' }, 'backup verification requested');
+  await afterCommitDispatch(deps, outbox);
+  return { row, response };
+}
+
+async function afterCommitDispatch(deps: ProducerDeps, outbox: OutboxRow): Promise<void> {
+  await deps.afterCommit?.();
+  await dispatchOutboxRow(deps, outbox);
+}

@@ -1,0 +1,50 @@
+import { z } from 'zod';
+
+/** RFC 3339 UTC from stored epoch milliseconds. */
+export function rfc3339(ms: number | null | undefined): string | null {
+  return ms === null || ms === undefined ? null : new Date(Number(ms)).toISOString();
+}
+
+/** Lists: newest first, `limit` ≤ 100, opaque cursor (DESIGN.md §5). */
+export const listQuerySchema = z
+  .object({
+    limit: z.coerce
+      .number({ error: 'limit must be a number' })
+      .int({ error: 'limit must be a whole number' })
+      .min(1, { error: 'limit must be at least 1' })
+      .max(100, { error: 'limit must be at most 100' })
+      .default(20),
+    cursor: z.string().max(512, { error: 'cursor is too long' }).optional(),
+  })
+  .strict();
+
+/** A keyset position: (created_at, id) of the last row of a page. */
+export interface KeysetCursor {
+  createdAt: number;
+  id: string;
+}
+
+export function encodeCursor(c: KeysetCursor): string {
+  return Buffer.from(JSON.stringify([c.createdAt, c.id])).toString('base64url');
+}
+
+/** @returns undefined when the cursor is not one we issued. */
+export function decodeCursor(raw: string): KeysetCursor | undefined {
+  try {
+    const v: unknown = JSON.parse(Buffer.from(raw, 'base64url').toString('utf8'));
+    if (
+      Array.isArray(v) &&
+      v.length === 2 &&
+      Number.isSafeInteger(v[0]) &&
+      typeof v[1] === 'string' &&
+      v[1].length <= 256
+    ) {
+      return { createdAt: v[0] as number, id: v[1] };
+    }
+  } catch {
+    // fall through
+  }
+  return undefined;
+}
+
+export const uuidParamSchema = z.object({ id: z.string().uuid({ error: 'id must be a UUID' }) }).strict();

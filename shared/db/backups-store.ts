@@ -1,0 +1,194 @@
+import type { Kysely, Selectable } from 'kysely';
+import type { BackupsTable, Database } from './schema';
+
+/** Backup manifests. Worker writes are fenced: they change a row only when `fence <= token`. */
+
+export type BackupRow = Selectable<BackupsTable>;
+
+export interface BackupManifest {
+  fileName: string;
+  sizeBytes: number;
+  sha256: string;
+  schemaVersion: string;
+  rowCounts: Record<string, number>;
+  contentSha256: Record<string, string>;
+}
+
+export async function insertBackup(
+  db: Kysely<Database>,
+  b: { id: string; label: string | null; trigger: 'manual' | 'scheduled'; now: number },
+): Promise<BackupRow> {
+  const row: BackupRow = {
+    id: b.id,
+    label: b.label,
+    status: 'queued',
+    trigger: b.trigger,
+    file_name: null,
+    size_bytes: null,
+    sha256: null,
+    schema_version: null,
+    row_counts: null,
+    content_sha256: null,
+    error: null,
+    attempts: 0,
+    fence: 0,
+    created_at: b.now,
+    started_at: null,
+    finished_at: null,
+    verify_status: null,
+    verified_at: null,
+    verify_error: null,
+  };
+  await db.insertInto('backups').values(row).execute();
+  return row;
+}
+
+/** Insert unless a backup with this id exists (scheduled runs: one row per scheduler tick). */
+export async function insertBackupIfAbsent(
+  db: Kysely<Database>,
+  b: { id: string; label: string | null; trigger: 'manual' | 'scheduled'; now: number },
+): Promise<void> {
+  await db
+    .insertInto('backups')
+    .values({ id: b.id, label: b.label, status: 'queued', trigger: b.trigger, created_at: b.now })
+    .onConflict((oc) => oc.column('id').doNothing())
+    .execute();
+}
+
+export async function getBackup(db: Kysely<Database>, id: string): Promise<BackupRow | undefined> {
+  return db.selectFrom('backups').selectAll().where('id', '=', id).executeTakeFirst();
+}
+
+/** Newest first; `after` is the (created_at, id) of the last row of the previous page. */
+export async function listBackups(
+  db: Kysely<Database>,
+  opts: { limit: number; after?: { createdAt: number; id: string } },
+): Promise<BackupRow[]> {
+  let q = db.selectFrom('backups').selectAll();
+  if (opts.after) {
+    const { createdAt, id } = opts.after;
+    q = q.where((eb) =>
+      eb.or([
+        eb('created_at', '<', createdAt),
+        eb.and([eb('created_at', '=', createdAt), eb('id', '<', id)]),
+      ]),
+    );
+  }
+  return q.orderBy('created_at', 'desc').orderBy('id', 'desc').limit(opts.limit).execute();
+}
+
+export type StartOutcome = 'started' | 'terminal' | 'stale-fence' | 'missing';
+
+/** queued|running → running under `fence`. A terminal row is left alone (the job is a no-op). */
+export async function startBackupRun(
+  db: Kysely<Database>,
+  a: { id: string; fence: number; now: number },
+): Promise<StartOutcome> {
+  const r = await db
+    .updateTable('backups')
+    .set((eb) => ({
+      status: 'running',
+      fence: a.fence,
+      started_at: eb.fn.coalesce('started_at', eb.val(a.now)),
+      attempts: eb('attempts', '+', 1),
+      error: null,
+    }))
+    .where('id', '=', a.id)
+    .where('status', 'in', ['queued', 'running'])
+    .where('fence', '<=', a.fence)
+    .executeTakeFirst();
+  if (Number(r.numUpdatedRows) === 1) return 'started';
+  const row = await getBackup(db, a.id);
+  if (!row) return 'missing';
+  if (row.status === 'succeeded' || row.status === 'failed') return 'terminal';
+  return 'stale-fence';
+}
+
+/** running → succeeded with the manifest. @returns false when a newer fence owns the row. */
+export async function completeBackupRun(
+  db: Kysely<Database>,
+  a: { id: string; fence: number; now: number; manifest: BackupManifest },
+): Promise<boolean> {
+  const r = await db
+    .updateTable('backups')
+    .set({
+      status: 'succeeded',
+      finished_at: a.now,
+      file_name: a.manifest.fileName,
+      size_bytes: a.manifest.sizeBytes,
+      sha256: a.manifest.sha256,
+      schema_version: a.manifest.schemaVersion,
+      row_counts: JSON.stringify(a.manifest.rowCounts),
+      content_sha256: JSON.stringify(a.manifest.contentSha256),
+      error: null,
+    })
+    .where('id', '=', a.id)
+    .where('status', '=', 'running')
+    .where('fence', '<=', a.fence)
+    .executeTakeFirst();
+  return Number(r.numUpdatedRows) === 1;
+}
+
+/** running|queued → failed (final attempt). @returns false when a newer fence owns the row. */
+export async function failBackupRun(
+  db: Kysely<Database>,
+  a: { id: string; fence: number; now: number; error: string },
+): Promise<boolean> {
+  const r = await db
+    .updateTable('backups')
+    .set({ status: 'failed', finished_at: a.now, error: a.error.slice(0, 2000) })
+    .where('id', '=', a.id)
+    .where('status', 'in', ['queued', 'running'])
+    .where('fence', '<=', a.fence)
+    .executeTakeFirst();
+  return Number(r.numUpdatedRows) === 1;
+}
+
+/** Record a failed attempt that will be retried: the row stays running with the error visible. */
+export async function noteBackupAttemptError(
+  db: Kysely<Database>,
+  a: { id: string; fence: number; error: string },
+): Promise<void> {
+  await db
+    .updateTable('backups')
+    .set({ error: a.error.slice(0, 2000) })
+    .where('id', '=', a.id)
+    .where('status', '=', 'running')
+    .where('fence', '<=', a.fence)
+    .execute();
+}
+
+/** Succeeded backups beyond the newest `keep`, oldest last. */
+export async function succeededBackupsBeyond(db: Kysely<Database>, keep: number): Promise<BackupRow[]> {
+  return db
+    .selectFrom('backups')
+    .selectAll()
+    .where('status', '=', 'succeeded')
+    .orderBy('finished_at', 'desc')
+    .orderBy('id', 'desc')
+    .offset(keep)
+    .limit(1000)
+    .execute();
+}
+
+export async function deleteBackupRow(db: Kysely<Database>, id: string): Promise<boolean> {
+  const r = await db.deleteFrom('backups').where('id', '=', id).executeTakeFirst();
+  return Number(r.numDeletedRows) === 1;
+}
+
+/** Resources the reconciler checks: not terminal, older than `createdBefore`. */
+export async function listUnfinishedBackups(
+  db: Kysely<Database>,
+  opts: { createdBefore: number; limit: number },
+): Promise<Array<Pick<BackupRow, 'id' | 'status' | 'trigger' | 'verify_status'>>> {
+  return db
+    .selectFrom('backups')
+    .select(['id', 'status', 'trigger', 'verify_status'])
+    .where((eb) =>
+      eb.or([eb('status', 'in', ['queued', 'running']), eb('verify_status', 'in', ['queued', 'running'])]),
+    )
+    .where('created_at', '<=', opts.createdBefore)
+    .orderBy('created_at')
+    .limit(opts.limit)
+    .execute();
+}

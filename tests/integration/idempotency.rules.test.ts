@@ -1,0 +1,253 @@
+import express from 'express';
+import type { AddressInfo } from 'node:net';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { idempotency, IDEMPOTENCY_LEASE_MS } from '../../api/middleware/idempotency';
+import { jsonBody } from '../../api/middleware/json-body';
+import { problemHandler } from '../../api/middleware/problem';
+import { requestContext } from '../../api/middleware/request-id';
+import { ManualClock } from '../../shared/clock';
+import { claimIdempotencyKey } from '../../shared/db/idempotency-store';
+import { requestFingerprint } from '../../shared/idempotency';
+import { createLogger } from '../../shared/logger';
+import { BACKENDS, waitFor } from '../helpers/services';
+import { call, expectProblemShape, startApi, type ApiUnderTest } from './api.harness';
+
+const TTL_MS = 24 * 3_600_000;
+
+describe.each(BACKENDS)('Idempotency-Key on POST /v1/backups ($backend)', ({ makeUrl }) => {
+  let api: ApiUnderTest;
+  const clock = new ManualClock('2026-06-01T00:00:00.000Z');
+
+  beforeAll(async () => {
+    api = await startApi({ databaseUrl: makeUrl('idem'), clock });
+  });
+  afterAll(async () => {
+    await api?.close();
+  });
+
+  const post = (key: string | undefined, body: unknown = {}, path = '/v1/backups') =>
+    call(api, path, {
+      method: 'POST',
+      key: api.keys.write,
+      headers: {
+        'content-type': 'application/json',
+        ...(key === undefined ? {} : { 'idempotency-key': key }),
+      },
+      body: JSON.stringify(body),
+    });
+  const backupRows = async () =>
+    Number(
+      (
+        await api.db.db
+          .selectFrom('backups')
+          .select((eb) => eb.fn.countAll().as('n'))
+          .executeTakeFirstOrThrow()
+      ).n,
+    );
+
+  it('a request without the header gets 400 idempotency-key-missing and stores nothing', async () => {
+    const before = await backupRows();
+    const r = await post(undefined);
+    expectProblemShape(r, 'idempotency-key-missing', 400);
+    expect(await backupRows()).toBe(before);
+  });
+
+  it.each([
+    ['empty', ''],
+    ['whitespace only', '   '],
+    ['256 characters', 'k'.repeat(256)],
+    ['an inner space', 'a b'],
+    ['a control character', 'a\tb'],
+    ['an empty quoted string', '""'],
+  ])('a key that is %s gets 400 idempotency-key-invalid', async (_name, key) => {
+    const before = await backupRows();
+    const r = await post(key);
+    expectProblemShape(r, 'idempotency-key-invalid', 400);
+    expect(await backupRows()).toBe(before);
+  });
+
+  it('a key of exactly 255 visible characters is accepted', async () => {
+    const r = await post('~'.repeat(255));
+    expect(r.status).toBe(202);
+  });
+
+  it('a completed key replays the same status, body and Location with Idempotent-Replayed', async () => {
+    const first = await post('replay-1', { label: 'nightly' });
+    expect(first.status).toBe(202);
+    expect(first.headers.get('idempotent-replayed')).toBeNull();
+    const again = await post('replay-1', { label: 'nightly' });
+    expect(again.status).toBe(202);
+    expect(again.body).toEqual(first.body);
+    expect(again.headers.get('location')).toBe(first.headers.get('location'));
+    expect(again.headers.get('location')).toBe(`/v1/backups/${first.body.id}`);
+    expect(again.headers.get('idempotent-replayed')).toBe('true');
+  });
+
+  it('an RFC 8941 quoted key is unquoted: "k" and k name the same request', async () => {
+    const first = await post('"quoted-1"');
+    const bare = await post('quoted-1');
+    expect(first.status).toBe(202);
+    expect(bare.body.id).toBe(first.body.id);
+    expect(bare.headers.get('idempotent-replayed')).toBe('true');
+  });
+
+  it('the fingerprint ignores key order in the body', async () => {
+    const a = await call(api, '/v1/backups', {
+      method: 'POST',
+      key: api.keys.write,
+      headers: { 'content-type': 'application/json', 'idempotency-key': 'order-1' },
+      body: '{"label":"x"}',
+    });
+    const b = await post('order-1', { label: 'x' });
+    expect(b.body.id).toBe(a.body.id);
+  });
+
+  it('the same key with another body gets 422 idempotency-key-mismatch', async () => {
+    expect((await post('mismatch-1', { label: 'a' })).status).toBe(202);
+    const before = await backupRows();
+    const r = await post('mismatch-1', { label: 'b' });
+    expectProblemShape(r, 'idempotency-key-mismatch', 422);
+    expect(await backupRows()).toBe(before);
+  });
+
+  it('the same key sent to another path gets 422 idempotency-key-mismatch', async () => {
+    const created = await post('path-1');
+    expect(created.status).toBe(202);
+    const r = await post('path-1', {}, `/v1/backups/${created.body.id}/verify`);
+    expectProblemShape(r, 'idempotency-key-mismatch', 422);
+  });
+
+  it('keys are scoped per principal: another key holder with the same key gets its own backup', async () => {
+    const mine = await post('shared-key');
+    const theirs = await call(api, '/v1/backups', {
+      method: 'POST',
+      key: api.keys.admin,
+      headers: { 'content-type': 'application/json', 'idempotency-key': 'shared-key' },
+      body: '{}',
+    });
+    expect(theirs.status).toBe(202);
+    expect(theirs.body.id).not.toBe(mine.body.id);
+  });
+
+  it('a second request while the first is in flight gets 409 with Retry-After: 1', async () => {
+    await claimIdempotencyKey(api.db.db, {
+      principalId: api.principalIds.write,
+      key: 'inflight-1',
+      fingerprint: requestFingerprint('POST', '/v1/backups', {}),
+      now: clock.now().getTime(),
+      ttlMs: TTL_MS,
+    });
+    const r = await post('inflight-1');
+    expectProblemShape(r, 'idempotency-key-in-flight', 409);
+    expect(r.headers.get('retry-after')).toBe('1');
+  });
+
+  it("a crashed holder's in-flight claim is taken over once its 30 s lease lapses", async () => {
+    await claimIdempotencyKey(api.db.db, {
+      principalId: api.principalIds.write,
+      key: 'lease-1',
+      fingerprint: requestFingerprint('POST', '/v1/backups', {}),
+      now: clock.now().getTime(),
+      ttlMs: TTL_MS,
+    });
+    expect((await post('lease-1')).status).toBe(409);
+    clock.advance(IDEMPOTENCY_LEASE_MS + 1);
+    const r = await post('lease-1');
+    expect(r.status).toBe(202);
+    expect(r.headers.get('idempotent-replayed')).toBeNull();
+  });
+
+  it('an expired record counts as absent even before pruning', async () => {
+    const first = await post('expiry-1');
+    clock.advance(TTL_MS - 1);
+    expect((await post('expiry-1')).body.id).toBe(first.body.id);
+    clock.advance(2);
+    const fresh = await post('expiry-1');
+    expect(fresh.status).toBe(202);
+    expect(fresh.headers.get('idempotent-replayed')).toBeNull();
+    expect(fresh.body.id).not.toBe(first.body.id);
+  });
+
+  it('a 4xx the handler produced after the claim is stored and replayed', async () => {
+    const missing = '00000000-0000-4000-8000-000000000000';
+    const r1 = await post('notfound-1', {}, `/v1/backups/${missing}/verify`);
+    expectProblemShape(r1, 'not-found', 404);
+    const r2 = await post('notfound-1', {}, `/v1/backups/${missing}/verify`);
+    expect(r2.status).toBe(404);
+    expect(r2.headers.get('idempotent-replayed')).toBe('true');
+    expect(r2.headers.get('content-type')).toMatch(/^application\/problem\+json/);
+  });
+
+  it('200 concurrent POSTs with one key make exactly one backup and one job; each answer is the 202 or 409 in flight', async () => {
+    const rowsBefore = await backupRows();
+    const jobsBefore = (await api.queues.get('backups').getJobCounts('waiting')).waiting ?? 0;
+    const responses = await Promise.all(
+      Array.from({ length: 200 }, () => post('storm-1', { label: 'storm' })),
+    );
+    const accepted = responses.filter((r) => r.status === 202);
+    const inFlight = responses.filter((r) => r.status === 409);
+    expect(accepted.length + inFlight.length).toBe(200);
+    expect(accepted.length).toBeGreaterThanOrEqual(1);
+    for (const r of accepted) expect(r.body).toEqual(accepted[0]!.body);
+    for (const r of inFlight) expectProblemShape(r, 'idempotency-key-in-flight', 409);
+    expect(await backupRows()).toBe(rowsBefore + 1);
+    expect((await api.queues.get('backups').getJobCounts('waiting')).waiting).toBe(jobsBefore + 1);
+  });
+});
+
+describe.each(BACKENDS)('Idempotency claim release on 5xx ($backend)', ({ makeUrl }) => {
+  let api: ApiUnderTest;
+  beforeAll(async () => {
+    api = await startApi({ databaseUrl: makeUrl('idem5xx') });
+  });
+  afterAll(async () => {
+    await api?.close();
+  });
+
+  it('a 5xx releases the claim so a retry with the same key runs again', async () => {
+    const logger = createLogger({ level: 'silent' });
+    let runs = 0;
+    const app = express();
+    app.use(requestContext({ logger, clock: new ManualClock() }));
+    app.use((req, _res, next) => {
+      req.principal = { id: api.principalIds.write, name: 'w', scopes: ['write'] };
+      next();
+    });
+    app.use(...jsonBody({ limitBytes: 65536 }));
+    app.post(
+      '/flaky',
+      idempotency(
+        { db: api.db.db, config: { IDEMPOTENCY_TTL_HOURS: 24 }, clock: new ManualClock() },
+        { required: true },
+      ),
+      (_req, res) => {
+        runs += 1;
+        if (runs === 1) throw new Error('boom');
+        res.status(201).json({ run: runs });
+      },
+    );
+    app.use(problemHandler(logger));
+    const server = app.listen(0, '127.0.0.1');
+    await new Promise((r) => server.once('listening', r));
+    const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/flaky`;
+    const send = () =>
+      fetch(url, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', 'idempotency-key': 'five-1' },
+        body: '{}',
+      });
+    try {
+      expect((await send()).status).toBe(500);
+      const key = () =>
+        api.db.db.selectFrom('idempotency_keys').selectAll().where('key', '=', 'five-1').executeTakeFirst();
+      // The release happens when the response closes, just after the client has it.
+      await waitFor(async () => (await key()) === undefined, { timeoutMs: 5_000, what: 'claim released' });
+      const second = await send();
+      expect(second.status).toBe(201);
+      expect(await second.json()).toEqual({ run: 2 });
+      expect(runs).toBe(2);
+    } finally {
+      await new Promise((r) => server.close(r));
+    }
+  });
+});

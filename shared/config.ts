@@ -25,7 +25,8 @@ const schema = z.object({
     .string()
     .default('sqlite:./data/taskyard.db')
     .refine((v) => /^sqlite:.+/.test(v) || /^postgres(ql)?:\/\/.+/.test(v), {
-      error: 'must start with sqlite: (e.g. sqlite:./data/taskyard.db) or postgres:// (e.g. postgres://user@host:5432/db)',
+      error:
+        'must start with sqlite: (e.g. sqlite:./data/taskyard.db) or postgres:// (e.g. postgres://user@host:5432/db)',
     }),
   /** Redis connection URL. @defaultValue redis://127.0.0.1:6379 */
   REDIS_URL: z

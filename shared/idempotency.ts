@@ -28,12 +28,20 @@ export function parseIdempotencyKey(header: string | string[] | undefined): Pars
     const inner = value.slice(1, -1);
     // sf-string: only \" and \\ are escapes; a lone backslash or bare quote is malformed.
     if (/\\[^"\\]|\\$/.test(inner) || /(^|[^\\])"/.test(inner.replace(/\\\\/g, ''))) {
-      return { ok: false, reason: 'invalid', detail: 'the quoted Idempotency-Key is not a valid RFC 8941 string' };
+      return {
+        ok: false,
+        reason: 'invalid',
+        detail: 'the quoted Idempotency-Key is not a valid RFC 8941 string',
+      };
     }
     value = inner.replace(/\\(["\\])/g, '$1');
   }
   if (value.length === 0) {
-    return { ok: false, reason: 'invalid', detail: 'Idempotency-Key is empty; send 1-255 visible ASCII characters, e.g. a UUID' };
+    return {
+      ok: false,
+      reason: 'invalid',
+      detail: 'Idempotency-Key is empty; send 1-255 visible ASCII characters, e.g. a UUID',
+    };
   }
   if (value.length > IDEMPOTENCY_KEY_MAX) {
     return {
@@ -61,7 +69,8 @@ function sortKeys(value: unknown): unknown {
   if (Array.isArray(value)) return value.map(sortKeys);
   if (value && typeof value === 'object' && (value as object).constructor === Object) {
     const out: Record<string, unknown> = {};
-    for (const k of Object.keys(value as object).sort()) out[k] = sortKeys((value as Record<string, unknown>)[k]);
+    for (const k of Object.keys(value as object).sort())
+      out[k] = sortKeys((value as Record<string, unknown>)[k]);
     return out;
   }
   return value;

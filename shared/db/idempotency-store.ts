@@ -79,7 +79,14 @@ export async function claimIdempotencyKey(db: Kysely<Database>, input: ClaimInpu
 
   const row = await db
     .selectFrom('idempotency_keys')
-    .select(['fingerprint', 'state', 'lease_expires_at', 'response_status', 'response_body', 'response_location'])
+    .select([
+      'fingerprint',
+      'state',
+      'lease_expires_at',
+      'response_status',
+      'response_body',
+      'response_location',
+    ])
     .where('principal_id', '=', principalId)
     .where('key', '=', key)
     .executeTakeFirst();
@@ -88,14 +95,19 @@ export async function claimIdempotencyKey(db: Kysely<Database>, input: ClaimInpu
     return claimIdempotencyKey(db, input);
   }
   if (row.fingerprint !== fingerprint) return { outcome: 'mismatch' };
-  if (row.state === 'in_flight') return { outcome: 'in_flight', leaseExpiresAt: Number(row.lease_expires_at) };
+  if (row.state === 'in_flight')
+    return { outcome: 'in_flight', leaseExpiresAt: Number(row.lease_expires_at) };
   if (row.response_status === null || row.response_body === null) {
     return { outcome: 'corrupt', detail: 'completed record has no stored response' };
   }
   try {
     return {
       outcome: 'completed',
-      response: { status: row.response_status, body: JSON.parse(row.response_body), location: row.response_location },
+      response: {
+        status: row.response_status,
+        body: JSON.parse(row.response_body),
+        location: row.response_location,
+      },
     };
   } catch (err) {
     return { outcome: 'corrupt', detail: `stored response is not JSON: ${(err as Error).message}` };

@@ -37,7 +37,15 @@ export async function insertOutboxRow(
       last_error: null,
     })
     .execute();
-  return { id, queue: row.queue, job_name: row.jobName, job_id: row.jobId, payload: row.payload, created_at: row.now, attempts: 0 };
+  return {
+    id,
+    queue: row.queue,
+    job_name: row.jobName,
+    job_id: row.jobId,
+    payload: row.payload,
+    created_at: row.now,
+    attempts: 0,
+  };
 }
 
 export async function markOutboxDispatched(db: Kysely<Database>, id: string, now: number): Promise<void> {

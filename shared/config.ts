@@ -66,6 +66,10 @@ const schema = z.object({
   PROBES_CONCURRENCY: intFrom(1, 64).default(1),
   /** Only read when TASKYARD_ENV=test: concurrency of the test-only `noop` queue. */
   NOOP_CONCURRENCY: intFrom(1, 256).default(8),
+  /** BullMQ job lock duration: a crashed worker's active jobs are recovered after about this long. @defaultValue 30000 */
+  WORKER_LOCK_DURATION_MS: intFrom(1000, 600_000).default(30_000),
+  /** How often BullMQ looks for stalled jobs (those whose worker died). @defaultValue 30000 */
+  WORKER_STALLED_INTERVAL_MS: intFrom(500, 600_000).default(30_000),
   /** Request body limit in bytes. @defaultValue 65536 (64 KiB) */
   BODY_LIMIT_BYTES: intFrom(1024, 10 * 1024 * 1024).default(64 * 1024),
 });

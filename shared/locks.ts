@@ -1,7 +1,7 @@
 import { setTimeout as delay } from 'node:timers/promises';
 import { Redlock, ExecutionError, ResourceLockedError, type Lock } from '@sesamecare-oss/redlock';
 import type { Redis } from 'ioredis';
-import { DependencyUnavailableError, LockBusyError, LockLostError, toError } from './errors';
+import { DependencyUnavailableError, LockBusyError, LockLostError, StaleFenceError, toError } from './errors';
 import type { Logger } from './logger';
 import { redisKeys } from './redis';
 
@@ -37,7 +37,30 @@ export interface SingleRunnerContext {
   /** The fencing token of this acquisition; strictly greater than every earlier one of the scope. */
   fence: number;
   scope: string;
+  /**
+   * Redis keeps fencing counters, and Redis can lose its data (DESIGN.md §1: it is
+   * rebuildable). A holder that finds a durable row fenced at or above its own token while
+   * it holds the lock therefore knows the counter was reset: this raises the counter above
+   * `stored`, takes a fresh token, sets `fence` to it and returns it. Only ever call it
+   * while holding the lock; a stale holder's older token stays below the new one.
+   * @throws StaleFenceError when the counter is not behind `stored` (a newer holder wrote it).
+   */
+  advanceFencePast(stored: number): Promise<number>;
 }
+
+/**
+ * Raise a fencing counter past a stored fence, only when the counter is behind it.
+ * KEYS[1]: the fence counter. ARGV[1]: the fence found in the database (integer).
+ * Returns the new token (stored + 1), or -1 when the counter is already at or past the
+ * stored fence: then the row was written by a newer holder, not before a reset.
+ */
+const ADVANCE_FENCE_LUA = `
+local current = tonumber(redis.call('GET', KEYS[1]) or '0')
+local stored = tonumber(ARGV[1])
+if current >= stored then return -1 end
+redis.call('SET', KEYS[1], stored)
+return redis.call('INCR', KEYS[1])
+`;
 
 export interface Locks {
   /**
@@ -229,7 +252,30 @@ export function createLocks(deps: LocksDeps): Locks {
 
         let result: T;
         try {
-          result = await fn({ signal: controller.signal, fence, scope });
+          const ctx: SingleRunnerContext = {
+            signal: controller.signal,
+            fence,
+            scope,
+            async advanceFencePast(stored: number) {
+              const next = Number(
+                await fenceClient.eval(
+                  ADVANCE_FENCE_LUA,
+                  1,
+                  redisKeys.fence(prefix, scope),
+                  Math.floor(stored),
+                ),
+              );
+              if (next < 0) throw new StaleFenceError(scope, fence);
+              logger.warn(
+                { scope, fence: next, stale_fence: fence, stored_fence: stored },
+                'fencing counter was behind the database (Redis data lost?): advanced',
+              );
+              fence = next;
+              ctx.fence = next;
+              return next;
+            },
+          };
+          result = await fn(ctx);
         } catch (err) {
           if (lost) throw lost;
           throw err;

@@ -7,7 +7,10 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { runCli } from '../../cli/taskyard';
 import { findActiveApiKeyByHash, hashApiKey } from '../../shared/db/api-keys';
 import { createDatabase } from '../../shared/db/database';
+import { loadMigrations } from '../../migrations/index';
 import { BACKENDS, testSqliteUrl } from '../helpers/services';
+
+const MIGRATIONS = (await loadMigrations()).map((m) => m.name);
 
 const ROOT = path.resolve(import.meta.dirname, '../..');
 
@@ -51,11 +54,14 @@ describe.each(BACKENDS)('taskyard CLI on $backend', ({ makeUrl }) => {
   it('keys commands refuse to run before the database is migrated', async () => {
     const r = await run(['keys', 'list'], env);
     expect(r.code).toBe(1);
-    expect(r.err).toContain("pending migration(s) (0001_initial): run 'taskyard migrate' first");
+    expect(r.err).toContain(`pending migration(s) (${MIGRATIONS.join(', ')}): run 'taskyard migrate' first`);
   });
 
   it('migrate applies the migrations, then reports up to date', async () => {
-    expect(await run(['migrate'], env)).toMatchObject({ code: 0, out: 'applied 0001_initial' });
+    expect(await run(['migrate'], env)).toMatchObject({
+      code: 0,
+      out: MIGRATIONS.map((m) => `applied ${m}`).join('\n'),
+    });
     const again = await run(['migrate'], env);
     expect(again.code).toBe(0);
     expect(again.out).toMatch(/: up to date$/);
@@ -154,7 +160,7 @@ describe('bin/taskyard', () => {
     const bin = path.join(ROOT, 'bin', 'taskyard');
     const env = { ...process.env, DATABASE_URL: url };
     const { stdout } = await promisify(execFile)(bin, ['migrate'], { env, cwd: '/' });
-    expect(stdout.trim()).toBe('applied 0001_initial');
+    expect(stdout.trim()).toBe(MIGRATIONS.map((m) => `applied ${m}`).join('\n'));
     const failed = await promisify(execFile)(bin, ['nope'], { env }).catch(
       (e: { code: number; stderr: string }) => e,
     );

@@ -147,6 +147,7 @@ describe('schema parity between SQLite and Postgres', () => {
 
     expect(Object.keys(fromSqlite).sort()).toEqual([
       'api_keys',
+      'backups',
       'idempotency_keys',
       'outbox',
       'schema_migrations',

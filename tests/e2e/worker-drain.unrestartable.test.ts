@@ -1,0 +1,130 @@
+import { Queue } from 'bullmq';
+import type { Redis } from 'ioredis';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { noopQueue } from '../../queues/noop';
+import { createRedis, deleteKeysWithPrefix } from '../../shared/redis';
+import { noopEffectsKey } from '../../workers/processors/noop';
+import { assertNoLeakedChildren, killAllChildren, spawnTsx, type SpawnedProcess } from '../helpers/processes';
+import { testRedisUrl, testSqliteUrl, uniquePrefix, waitFor } from '../helpers/services';
+
+/**
+ * The real worker process (workers/main.ts) under SIGTERM/SIGINT (DESIGN.md §4.4): a job that
+ * outlives DRAIN_TIMEOUT_MS makes the process exit non-zero, the job goes back to its queue,
+ * and another worker process runs it to completion, exactly once.
+ */
+
+const EXIT_DRAIN_TIMEOUT = 70;
+const EXIT_SECOND_SIGNAL = 130;
+
+const prefix = uniquePrefix('worker-drain');
+let redis: Redis;
+let queue: Queue;
+
+function startWorker(name: string, env: Record<string, string> = {}): SpawnedProcess {
+  return spawnTsx(name, 'workers/main.ts', ['--queues', 'noop'], {
+    ...process.env,
+    TASKYARD_ENV: 'test',
+    DATABASE_URL: testSqliteUrl('worker-drain'),
+    REDIS_URL: testRedisUrl(),
+    REDIS_PREFIX: prefix,
+    DRAIN_TIMEOUT_MS: '500',
+    LOG_LEVEL: 'info',
+    ...env,
+  });
+}
+
+const isReady = (l: Record<string, unknown>) => l.msg === 'worker ready';
+const isActive = (id: string) => (l: Record<string, unknown>) => l.msg === 'job active' && l.job_id === id;
+
+async function jobState(id: string): Promise<string> {
+  const job = await queue.getJob(id);
+  return job ? await job.getState() : 'missing';
+}
+
+beforeAll(() => {
+  redis = createRedis(testRedisUrl(), 'client');
+  queue = new Queue(noopQueue.name, {
+    connection: redis,
+    prefix,
+    defaultJobOptions: noopQueue.defaultJobOptions,
+  });
+});
+
+afterEach(async () => {
+  await assertNoLeakedChildren();
+});
+
+afterAll(async () => {
+  await killAllChildren();
+  await queue.close();
+  await deleteKeysWithPrefix(redis, prefix);
+  await redis.quit();
+});
+
+describe('worker process drain', () => {
+  it('SIGTERM with a job outliving the drain timeout exits non-zero; a second worker completes the job exactly once', async () => {
+    const first = startWorker('worker-1');
+    const ready = await first.waitForLog(isReady, { what: 'worker ready', timeoutMs: 30_000 });
+    expect(ready.queues).toEqual(['noop']);
+    expect(ready.pid).toBe(first.pid);
+
+    await queue.add('noop', { hold_ms: 3_000 }, { jobId: 'held' });
+    await first.waitForLog(isActive('held'), { what: 'job held to be active' });
+
+    first.signal('SIGTERM');
+    const exit = await first.waitForExit(15_000);
+    expect(exit).toEqual({ code: EXIT_DRAIN_TIMEOUT, signal: null });
+    expect(
+      first.logs.filter((l) => l.component === 'worker-runtime' && l.to === 'unrestartable'),
+    ).toHaveLength(1);
+    expect(first.logs.some((l) => l.drain_timeout_ms === 500)).toBe(true);
+    // Handed back, not failed: no attempt spent, no effect recorded.
+    expect(await jobState('held')).toBe('waiting');
+    expect(Number(await redis.hget(noopEffectsKey(prefix), 'held'))).toBe(0);
+
+    const second = startWorker('worker-2');
+    await second.waitForLog(isActive('held'), {
+      what: 'job held to be taken by the second worker',
+      timeoutMs: 30_000,
+    });
+    await second.waitForLog((l) => l.msg === 'job completed' && l.job_id === 'held', {
+      what: 'job held to complete',
+      timeoutMs: 15_000,
+    });
+    expect(await jobState('held')).toBe('completed');
+    expect(await redis.hget(noopEffectsKey(prefix), 'held')).toBe('1');
+    const job = await queue.getJob('held');
+    expect(job!.attemptsMade).toBe(1);
+
+    // Nothing active: a clean drain exits 0.
+    second.signal('SIGTERM');
+    expect(await second.waitForExit(15_000)).toEqual({ code: 0, signal: null });
+    expect(second.logs.some((l) => l.to === 'stopped')).toBe(true);
+  });
+
+  it('a second signal during the drain exits at once', async () => {
+    const worker = startWorker('worker-impatient', { DRAIN_TIMEOUT_MS: '60000' });
+    await worker.waitForLog(isReady, { what: 'worker ready', timeoutMs: 30_000 });
+    await queue.add('noop', { hold_ms: 120_000 }, { jobId: 'stuck' });
+    await worker.waitForLog(isActive('stuck'), { what: 'job stuck to be active' });
+
+    const signalledAt = Date.now();
+    worker.signal('SIGTERM');
+    await worker.waitForLog((l) => typeof l.msg === 'string' && l.msg.startsWith('shutdown requested'), {
+      what: 'the drain to begin',
+    });
+    // Signals within a second of the first count as the same Ctrl-C (shared/signals.ts), so keep
+    // signalling until one lands as the second.
+    await waitFor(
+      () => {
+        worker.signal('SIGINT');
+        return !worker.running();
+      },
+      { intervalMs: 200, timeoutMs: 10_000, what: 'the worker to exit on the second signal' },
+    );
+    expect(await worker.exited).toEqual({ code: EXIT_SECOND_SIGNAL, signal: null });
+    expect(Date.now() - signalledAt).toBeLessThan(10_000);
+    expect(worker.logs.some((l) => l.msg === 'second shutdown signal: exiting at once')).toBe(true);
+    expect(worker.logs.some((l) => l.msg === 'job completed')).toBe(false);
+  });
+});

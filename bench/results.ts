@@ -13,7 +13,9 @@ export interface Figure {
   notes?: string;
 }
 
-export function renderResults(sections: Array<{ title: string; figures: Figure[]; notes?: string[] }>): string {
+export function renderResults(
+  sections: Array<{ title: string; figures: Figure[]; notes?: string[] }>,
+): string {
   const cpu = os.cpus()[0]?.model ?? 'unknown cpu';
   const lines = [
     '# Benchmark results',
@@ -24,7 +26,12 @@ export function renderResults(sections: Array<{ title: string; figures: Figure[]
     '',
   ];
   for (const s of sections) {
-    lines.push(`## ${s.title}`, '', '| figure | value | reference | reference value | ratio | target | met |', '| --- | --- | --- | --- | --- | --- | --- |');
+    lines.push(
+      `## ${s.title}`,
+      '',
+      '| figure | value | reference | reference value | ratio | target | met |',
+      '| --- | --- | --- | --- | --- | --- | --- |',
+    );
     for (const f of s.figures) {
       const ratio = f.value / f.reference.value;
       lines.push(

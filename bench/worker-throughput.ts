@@ -67,9 +67,18 @@ async function runRaw(jobs: number, concurrency: number): Promise<number> {
 async function runTaskyard(jobs: number, concurrency: number): Promise<number> {
   const prefix = `bench-ty-${process.pid}-${Date.now()}`;
   await fill(prefix, jobs);
-  const config = loadConfig({ ...process.env, TASKYARD_ENV: 'test', REDIS_URL, REDIS_PREFIX: prefix, NOOP_CONCURRENCY: String(concurrency) });
+  const config = loadConfig({
+    ...process.env,
+    TASKYARD_ENV: 'test',
+    REDIS_URL,
+    REDIS_PREFIX: prefix,
+    NOOP_CONCURRENCY: String(concurrency),
+  });
   // Real info-level logging of every transition, written to /dev/null so the terminal is not the bottleneck.
-  const logger = createLogger({ level: 'info', name: 'bench' }, pino.destination({ dest: '/dev/null', sync: false }));
+  const logger = createLogger(
+    { level: 'info', name: 'bench' },
+    pino.destination({ dest: '/dev/null', sync: false }),
+  );
   const registry = buildRegistry({ noop: { noop: async () => undefined } });
   const t0 = performance.now();
   const runtime = createWorkerRuntime({
@@ -101,7 +110,9 @@ function median(xs: number[]): number {
   return s[Math.floor(s.length / 2)]!;
 }
 
-export async function benchWorkerThroughput(opts = { jobs: 10_000, concurrency: 16, rounds: 3 }): Promise<Figure[]> {
+export async function benchWorkerThroughput(
+  opts = { jobs: 30_000, concurrency: 16, rounds: 5 },
+): Promise<Figure[]> {
   const raw: number[] = [];
   const ty: number[] = [];
   // Warm-up round (JIT, Redis scripts) not counted.
@@ -110,7 +121,9 @@ export async function benchWorkerThroughput(opts = { jobs: 10_000, concurrency: 
   for (let r = 0; r < opts.rounds; r++) {
     raw.push(await runRaw(opts.jobs, opts.concurrency));
     ty.push(await runTaskyard(opts.jobs, opts.concurrency));
-    console.log(`  round ${r + 1}: raw ${raw.at(-1)!.toFixed(0)} jobs/s, taskyard ${ty.at(-1)!.toFixed(0)} jobs/s`);
+    console.log(
+      `  round ${r + 1}: raw ${raw.at(-1)!.toFixed(0)} jobs/s, taskyard ${ty.at(-1)!.toFixed(0)} jobs/s`,
+    );
   }
   return [
     {

@@ -28,7 +28,8 @@ function startWorker(name: string, env: Record<string, string> = {}): SpawnedPro
     REDIS_URL: testRedisUrl(),
     REDIS_PREFIX: prefix,
     DRAIN_TIMEOUT_MS: '500',
-    LOG_LEVEL: 'info',
+    // debug: the test waits for the 'job active' line.
+    LOG_LEVEL: 'debug',
     ...env,
   });
 }

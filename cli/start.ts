@@ -35,7 +35,12 @@ function fail(message: string, code: number): never {
 }
 
 async function redisAnswers(url: string): Promise<boolean> {
-  const client = new Redis(url, { lazyConnect: true, maxRetriesPerRequest: 0, connectTimeout: 1_000, retryStrategy: () => null });
+  const client = new Redis(url, {
+    lazyConnect: true,
+    maxRetriesPerRequest: 0,
+    connectTimeout: 1_000,
+    retryStrategy: () => null,
+  });
   client.on('error', () => undefined);
   try {
     await client.connect();
@@ -65,7 +70,11 @@ function onPath(binary: string): boolean {
     .some((dir) => dir && fs.existsSync(path.join(dir, binary)));
 }
 
-async function pollUntil(check: () => Promise<boolean>, timeoutMs: number, intervalMs = 100): Promise<boolean> {
+async function pollUntil(
+  check: () => Promise<boolean>,
+  timeoutMs: number,
+  intervalMs = 100,
+): Promise<boolean> {
   const deadline = performance.now() + timeoutMs;
   while (performance.now() < deadline) {
     if (await check()) return true;
@@ -81,7 +90,20 @@ async function startPrivateRedis(dataDir: string): Promise<{ url: string; proc: 
   fs.mkdirSync(dir, { recursive: true });
   const proc = spawn(
     'redis-server',
-    ['--port', String(port), '--bind', '127.0.0.1', '--dir', dir, '--save', '', '--appendonly', 'yes', '--loglevel', 'warning'],
+    [
+      '--port',
+      String(port),
+      '--bind',
+      '127.0.0.1',
+      '--dir',
+      dir,
+      '--save',
+      '',
+      '--appendonly',
+      'yes',
+      '--loglevel',
+      'warning',
+    ],
     { stdio: ['ignore', 'ignore', 'inherit'], detached: true },
   );
   const url = `redis://127.0.0.1:${port}`;
@@ -126,8 +148,13 @@ async function main(): Promise<void> {
     const started = await startPrivateRedis(path.dirname(dbFilePath(config.DATABASE_URL) ?? './data/x'));
     privateRedis = started.proc;
     env.REDIS_URL = started.url;
-    logger.info({ redis: started.url }, `nothing answered at ${redactUrl(config.REDIS_URL)}: started a private redis-server`);
-    process.stderr.write(`taskyard: no Redis at ${redactUrl(config.REDIS_URL)}; started a private redis-server at ${started.url}\n`);
+    logger.info(
+      { redis: started.url },
+      `nothing answered at ${redactUrl(config.REDIS_URL)}: started a private redis-server`,
+    );
+    process.stderr.write(
+      `taskyard: no Redis at ${redactUrl(config.REDIS_URL)}; started a private redis-server at ${started.url}\n`,
+    );
   }
 
   // 2. Migrate, and in development make sure an admin key exists.
@@ -135,7 +162,10 @@ async function main(): Promise<void> {
   let adminKey: string | undefined;
   try {
     const applied = await migrateToLatest(handle, await loadMigrations(), logger);
-    logger.info({ applied, database: handle.displayUrl }, applied.length ? 'migrations applied' : 'database up to date');
+    logger.info(
+      { applied, database: handle.displayUrl },
+      applied.length ? 'migrations applied' : 'database up to date',
+    );
     const now = Date.now();
     if (config.TASKYARD_ADMIN_KEY) {
       await ensureAdminKey(handle.db, config.TASKYARD_ADMIN_KEY, now);
@@ -152,13 +182,23 @@ async function main(): Promise<void> {
   let stopping = false;
   const children: Supervised[] = [
     { name: 'api', args: ['--import', 'tsx', path.join(ROOT, 'api/server.ts')], startedAt: 0, failures: 0 },
-    { name: 'worker', args: ['--import', 'tsx', path.join(ROOT, 'workers/main.ts')], startedAt: 0, failures: 0 },
+    {
+      name: 'worker',
+      args: ['--import', 'tsx', path.join(ROOT, 'workers/main.ts')],
+      startedAt: 0,
+      failures: 0,
+    },
   ];
   let fatal: { name: string; code: number } | undefined;
 
   const launch = (child: Supervised) => {
     child.startedAt = performance.now();
-    const proc = spawn(process.execPath, child.args, { env, cwd: ROOT, stdio: ['ignore', 'inherit', 'inherit'], detached: true });
+    const proc = spawn(process.execPath, child.args, {
+      env,
+      cwd: ROOT,
+      stdio: ['ignore', 'inherit', 'inherit'],
+      detached: true,
+    });
     child.proc = proc;
     child.exited = new Promise((resolve) => {
       proc.once('exit', (code, signal) => {
@@ -200,7 +240,9 @@ async function main(): Promise<void> {
         const killer = setTimeout(() => proc.kill('SIGKILL'), graceMs);
         await c.exited;
         clearTimeout(killer);
-        if (proc.exitCode !== 0 && code === 0) code = 1;
+        // A child still starting has no handler yet and dies of the SIGTERM itself: a clean stop too.
+        const clean = proc.exitCode === 0 || proc.signalCode === 'SIGTERM';
+        if (!clean && code === 0) code = 1;
       }),
     );
     if (privateRedis && privateRedis.exitCode === null) {
@@ -225,14 +267,18 @@ async function main(): Promise<void> {
 
   // 4. Ready: say where, once.
   const base = `http://${config.HOST.includes(':') ? `[${config.HOST}]` : config.HOST}:${config.PORT}`;
-  const ready = await pollUntil(async () => {
-    try {
-      const res = await fetch(`${base}/readyz`, { signal: AbortSignal.timeout(1_000) });
-      return res.status === 200;
-    } catch {
-      return false;
-    }
-  }, 60_000, 200);
+  const ready = await pollUntil(
+    async () => {
+      try {
+        const res = await fetch(`${base}/readyz`, { signal: AbortSignal.timeout(1_000) });
+        return res.status === 200;
+      } catch {
+        return false;
+      }
+    },
+    60_000,
+    200,
+  );
   if (stopping) return;
   if (!ready) {
     logger.warn({ url: `${base}/readyz` }, 'the api is not ready after 60 s; see the log above');

@@ -1,0 +1,82 @@
+import net from 'node:net';
+import { afterEach, describe, expect, it } from 'vitest';
+import { createRedis, deleteKeysWithPrefix } from '../../shared/redis';
+import { assertNoLeakedChildren, spawnTsx } from '../helpers/processes';
+import { testRedisUrl, testSqliteUrl, uniquePrefix, waitFor } from '../helpers/services';
+
+/** `npm start` (cli/start.ts): migrate, api + worker, supervision, clean Ctrl-C. */
+
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = net.createServer();
+    srv.once('error', reject);
+    srv.listen(0, '127.0.0.1', () => {
+      const { port } = srv.address() as net.AddressInfo;
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
+afterEach(async () => {
+  await assertNoLeakedChildren();
+});
+
+describe('npm start supervisor', () => {
+  it('restarts a worker that dies, logs the restart, and stops everything on SIGINT', async () => {
+    const prefix = uniquePrefix('supervisor');
+    const port = await freePort();
+    const sup = spawnTsx('supervisor', 'cli/start.ts', [], {
+      ...process.env,
+      TASKYARD_ENV: 'development',
+      PORT: String(port),
+      DATABASE_URL: testSqliteUrl('supervisor'),
+      REDIS_URL: testRedisUrl(),
+      REDIS_PREFIX: prefix,
+      LOG_LEVEL: 'info',
+    });
+    try {
+      const readyBanner = () => sup.text().includes(`taskyard is ready at http://127.0.0.1:${port}`);
+      const started = await sup.waitForLog((l) => l.msg === 'worker started', {
+        what: 'worker started',
+        timeoutMs: 30_000,
+      });
+      // The worker's own log lines come through the supervisor's stdout.
+      await sup.waitForLog((l) => l.msg === 'worker ready', { what: 'worker ready', timeoutMs: 30_000 });
+      await waitFor(readyBanner, { what: 'the ready banner', timeoutMs: 30_000 });
+      // Development with no admin key yet: one is made and shown once.
+      expect(sup.text().match(/admin key \(shown once[^:]*\): ty_[A-Za-z0-9_-]+/g)).toHaveLength(1);
+
+      process.kill(Number(started.child_pid), 'SIGKILL');
+      const restart = await sup.waitForLog(
+        (l) => l.msg === 'worker exited unexpectedly; restarting with backoff',
+        {
+          what: 'restart logged',
+        },
+      );
+      expect(restart).toMatchObject({ child: 'worker', signal: 'SIGKILL', restarts: 1 });
+      expect(Number(restart.restart_in_ms)).toBeGreaterThan(0);
+      const again = await sup.waitForLog(
+        (l) => l.msg === 'worker started' && l.child_pid !== started.child_pid,
+        { what: 'worker started again', timeoutMs: 30_000 },
+      );
+      expect(again.child_pid).not.toBe(started.child_pid);
+      await sup.waitForLog((l) => l.msg === 'worker ready' && l.pid === again.child_pid, {
+        what: 'restarted worker ready',
+        timeoutMs: 30_000,
+      });
+
+      sup.signal('SIGINT');
+      expect(await sup.waitForExit(45_000)).toEqual({ code: 0, signal: null });
+      expect(sup.logs.some((l) => l.msg === 'taskyard stopped')).toBe(true);
+      // The children are gone too.
+      for (const pid of [Number(again.child_pid)]) {
+        expect(() => process.kill(pid, 0)).toThrow();
+      }
+    } finally {
+      await sup.kill();
+      const redis = createRedis(testRedisUrl(), 'client');
+      await deleteKeysWithPrefix(redis, prefix);
+      await redis.quit();
+    }
+  });
+});

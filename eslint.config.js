@@ -21,7 +21,10 @@ export default tseslint.config(
     // api/ and workers/ never import each other.
     files: ['shared/**'],
     rules: {
-      'no-restricted-imports': ['error', { patterns: ['**/api/**', '**/workers/**', '**/queues/**', '**/cli/**'] }],
+      'no-restricted-imports': [
+        'error',
+        { patterns: ['**/api/**', '**/workers/**', '**/queues/**', '**/cli/**'] },
+      ],
     },
   },
   {

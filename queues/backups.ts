@@ -5,8 +5,10 @@ export const backupsQueue = defineQueue({
   name: 'backups',
   lockScope: 'backups',
   jobs: {
+    // Scheduled runs carry no id: the job scheduler's data is the same every tick, so the
+    // processor derives the backup id from the job id (one row per tick, even on retry).
     'create-backup': z.object({
-      backup_id: z.string().min(1).max(64),
+      backup_id: z.string().min(1).max(64).optional(),
       trigger: z.enum(['manual', 'scheduled']),
     }),
     'verify-backup': z.object({

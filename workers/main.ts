@@ -19,6 +19,8 @@ import { createRedis } from '../shared/redis';
 import { handleShutdownSignals } from '../shared/signals';
 import { buildProcessors } from './processors/index';
 import { createWorkerRuntime } from './runtime';
+import { systemClock } from '../shared/clock';
+import { createLocks } from '../shared/locks';
 
 /** sysexits EX_USAGE. */
 const EXIT_USAGE = 64;
@@ -103,7 +105,8 @@ async function main(): Promise<void> {
 
   try {
     db = await createDatabase(config.DATABASE_URL, { logger });
-    await migrateToLatest(db, await loadMigrations(), logger);
+    const migrations = await loadMigrations();
+    await migrateToLatest(db, migrations, logger);
     redis = createRedis(config.REDIS_URL, 'client', {
       connectionName: `${config.REDIS_PREFIX}:worker-processors`,
     });
@@ -111,7 +114,16 @@ async function main(): Promise<void> {
       config,
       logger,
       queues,
-      registry: buildProcessors({ redis, prefix: config.REDIS_PREFIX, db, logger }),
+      registry: buildProcessors({
+        redis,
+        prefix: config.REDIS_PREFIX,
+        db,
+        logger,
+        config,
+        clock: systemClock,
+        migrations,
+        locks: createLocks({ redis, prefix: config.REDIS_PREFIX, logger }),
+      }),
     });
     if (runtime.queueNames.length === 0 && args.queues !== 'all') {
       logger.error(

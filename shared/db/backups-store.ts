@@ -192,3 +192,36 @@ export async function listUnfinishedBackups(
     .limit(opts.limit)
     .execute();
 }
+
+/** verify queued|running → running under `fence`. @returns false when terminal or a newer fence owns the row. */
+export async function startBackupVerification(
+  db: Kysely<Database>,
+  a: { id: string; fence: number },
+): Promise<boolean> {
+  const r = await db
+    .updateTable('backups')
+    .set({ verify_status: 'running', fence: a.fence })
+    .where('id', '=', a.id)
+    .where('verify_status', 'in', ['queued', 'running'])
+    .where('fence', '<=', a.fence)
+    .executeTakeFirst();
+  return Number(r.numUpdatedRows) === 1;
+}
+
+export async function finishBackupVerification(
+  db: Kysely<Database>,
+  a: { id: string; fence: number; passed: boolean; error: string | null; now: number },
+): Promise<boolean> {
+  const r = await db
+    .updateTable('backups')
+    .set({
+      verify_status: a.passed ? 'passed' : 'failed',
+      verified_at: a.now,
+      verify_error: a.error === null ? null : a.error.slice(0, 2000),
+    })
+    .where('id', '=', a.id)
+    .where('verify_status', '=', 'running')
+    .where('fence', '<=', a.fence)
+    .executeTakeFirst();
+  return Number(r.numUpdatedRows) === 1;
+}

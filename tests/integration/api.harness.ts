@@ -5,11 +5,11 @@ import type { Redis } from 'ioredis';
 import { buildApp, createHttpServer } from '../../api/app';
 import { loadMigrations } from '../../migrations/index';
 import { systemClock, type Clock } from '../../shared/clock';
-import { loadConfig } from '../../shared/config';
+import { loadConfig, type Config } from '../../shared/config';
 import { generateApiKey, hashApiKey, insertApiKey, revokeApiKey } from '../../shared/db/api-keys';
 import { createDatabase, type DatabaseHandle } from '../../shared/db/database';
 import { migrateToLatest } from '../../shared/db/migrate';
-import { createLogger } from '../../shared/logger';
+import { createLogger, type Logger } from '../../shared/logger';
 import { createRedis, deleteKeysWithPrefix } from '../../shared/redis';
 import type { Scope } from '../../shared/types';
 import { createQueues, type Queues } from '../../queues/producer';
@@ -22,6 +22,8 @@ import { testRedisUrl, uniquePrefix } from '../helpers/services';
  */
 export interface ApiUnderTest {
   url: string;
+  config: Config;
+  logger: Logger;
   /** Principal ids of the keys, by scope. */
   principalIds: Record<Scope, string>;
   db: DatabaseHandle;
@@ -43,6 +45,8 @@ export interface StartOptions {
   /** @defaultValue systemClock */
   clock?: Clock;
   afterCommit?: () => void | Promise<void>;
+  /** Extra configuration (e.g. BACKUP_DIR). */
+  env?: Record<string, string>;
 }
 
 export async function startApi(opts: StartOptions): Promise<ApiUnderTest> {
@@ -54,6 +58,7 @@ export async function startApi(opts: StartOptions): Promise<ApiUnderTest> {
     REDIS_URL: redisUrl,
     REDIS_PREFIX: prefix,
     LOG_LEVEL: 'debug',
+    ...opts.env,
   });
   const logs: string[] = [];
   const logger = createLogger(
@@ -107,6 +112,8 @@ export async function startApi(opts: StartOptions): Promise<ApiUnderTest> {
 
   return {
     url: `http://127.0.0.1:${port}`,
+    config,
+    logger,
     principalIds,
     db,
     redis,

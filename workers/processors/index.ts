@@ -4,6 +4,12 @@ import type { DatabaseHandle } from '../../shared/db/database';
 import type { Logger } from '../../shared/logger';
 import { buildRegistry, type ProcessorRegistry } from '../registry';
 import { createNoopProcessor } from './noop';
+import { createBackupProcessors } from './backups';
+import { backupsQueue } from '../../queues/backups';
+import type { Clock } from '../../shared/clock';
+import type { Config } from '../../shared/config';
+import type { Migration } from '../../shared/db/migrate';
+import type { Locks } from '../../shared/locks';
 
 /** What processors need, passed in by the process entry (no module-level singletons). */
 export interface ProcessorDeps {
@@ -13,14 +19,19 @@ export interface ProcessorDeps {
   prefix: string;
   db: DatabaseHandle;
   logger: Logger;
+  config: Config;
+  clock: Clock;
+  migrations: readonly Migration[];
+  locks: Locks;
 }
 
 /**
  * Every processor, by queue and job name. A queue without processors here is not consumed
- * by the runtime; the domain queues get theirs in later changes.
+ * by the runtime (simulations, pruning and probes get theirs with their features).
  */
 export function buildProcessors(deps: ProcessorDeps): ProcessorRegistry {
   return buildRegistry({
     [noopQueue.name]: { noop: createNoopProcessor(deps) },
+    [backupsQueue.name]: createBackupProcessors({ ...deps, databaseUrl: deps.config.DATABASE_URL }),
   });
 }

@@ -1,0 +1,232 @@
+import fs from 'node:fs/promises';
+import path from 'node:path';
+import { DelayedError, UnrecoverableError, type Job } from 'bullmq';
+import { writeBackupArchive } from '../../shared/backup-archive';
+import type { Clock } from '../../shared/clock';
+import type { Config } from '../../shared/config';
+import {
+  completeBackupRun,
+  deleteBackupRow,
+  failBackupRun,
+  finishBackupVerification,
+  getBackup,
+  insertBackupIfAbsent,
+  noteBackupAttemptError,
+  startBackupRun,
+  startBackupVerification,
+  succeededBackupsBeyond,
+} from '../../shared/db/backups-store';
+import type { DatabaseHandle } from '../../shared/db/database';
+import type { Migration } from '../../shared/db/migrate';
+import { verifyBackupArchive } from '../../shared/db/restore';
+import { deterministicUuid } from '../../shared/deterministic-uuid';
+import { LockBusyError, StaleFenceError, toError } from '../../shared/errors';
+import type { Locks, SingleRunnerContext } from '../../shared/locks';
+import type { Logger } from '../../shared/logger';
+import type { JobContext, JobProcessor } from '../registry';
+
+export interface BackupProcessorDeps {
+  db: DatabaseHandle;
+  databaseUrl: string;
+  locks: Locks;
+  config: Pick<Config, 'BACKUP_DIR' | 'BACKUP_KEEP_LAST'>;
+  clock: Clock;
+  migrations: readonly Migration[];
+}
+
+/** A backup that finds the `backups` scope busy waits this long, delayed (not failed), then tries again. */
+export const BACKUP_BUSY_DELAY_MS = 2_000;
+
+const fileNameFor = (id: string) => `taskyard-backup-${id}.ndjson.gz`;
+const ARCHIVE_NAME = /^taskyard-backup-([0-9a-f-]{36})\.ndjson\.gz$/;
+
+/**
+ * The single-runner section of a backups job, or a delay when another holds the scope.
+ * DESIGN.md §4.3: contention on `backups` delays the job; it never fails it.
+ */
+async function underBackupsLock<T>(
+  deps: BackupProcessorDeps,
+  job: Job,
+  ctx: JobContext,
+  fn: (lock: SingleRunnerContext) => Promise<T>,
+): Promise<T> {
+  try {
+    return await deps.locks.withSingleRunner('backups', fn, { signal: ctx.signal });
+  } catch (err) {
+    if (err instanceof LockBusyError && ctx.token !== undefined) {
+      ctx.logger.info(
+        { scope: 'backups', delay_ms: BACKUP_BUSY_DELAY_MS },
+        'backups scope busy: job delayed',
+      );
+      await job.moveToDelayed(Date.now() + BACKUP_BUSY_DELAY_MS, ctx.token);
+      throw new DelayedError();
+    }
+    throw err;
+  }
+}
+
+/**
+ * Start a fenced run; when the stored fence is ahead of ours while we hold the lock, Redis
+ * lost its fencing counter: advance it past the stored one and try once more.
+ */
+async function startFenced(
+  attempt: (fence: number) => Promise<'started' | 'terminal' | 'stale-fence' | 'missing' | boolean>,
+  lock: SingleRunnerContext,
+  storedFence: () => Promise<number>,
+): Promise<'started' | 'terminal' | 'missing'> {
+  for (let i = 0; i < 2; i++) {
+    const r = await attempt(lock.fence);
+    if (r === true || r === 'started') return 'started';
+    if (r === 'terminal' || r === 'missing') return r;
+    if (i === 0) await lock.advanceFencePast(await storedFence());
+  }
+  throw new StaleFenceError(lock.scope, lock.fence);
+}
+
+const isFinalAttempt = (job: Job) => job.attemptsMade + 1 >= (job.opts.attempts ?? 1);
+
+export function createBackupProcessors(deps: BackupProcessorDeps): Record<string, JobProcessor> {
+  const db = deps.db.db;
+  const now = () => deps.clock.now().getTime();
+  const storedFence = (id: string) => async () => Number((await getBackup(db, id))?.fence ?? 0);
+
+  const createBackup: JobProcessor<{ backup_id?: string; trigger: 'manual' | 'scheduled' }> = async (
+    job,
+    ctx,
+  ) => {
+    const id = job.data.backup_id ?? deterministicUuid('taskyard-scheduled-backup', String(job.id));
+    if (!job.data.backup_id) {
+      await insertBackupIfAbsent(db, { id, label: null, trigger: job.data.trigger, now: now() });
+    }
+    const log = ctx.logger.child({ backup_id: id });
+    return underBackupsLock(deps, job, ctx, async (lock) => {
+      const started = await startFenced(
+        (fence) => startBackupRun(db, { id, fence, now: now() }),
+        lock,
+        storedFence(id),
+      );
+      if (started !== 'started') {
+        log.info({ outcome: started }, 'backup already finished or gone: nothing to do');
+        return { backup_id: id, skipped: started };
+      }
+      log.info({ scope: lock.scope, fence: lock.fence, status: 'running' }, 'backup running');
+      try {
+        const archive = await writeBackupArchive(deps.databaseUrl, {
+          dir: deps.config.BACKUP_DIR,
+          fileName: fileNameFor(id),
+          signal: lock.signal,
+          now,
+          onProgress: async (p) => {
+            await job.updateProgress({ table: p.table, rows: p.rows });
+          },
+        });
+        const manifest = {
+          fileName: path.basename(archive.path),
+          sizeBytes: archive.sizeBytes,
+          sha256: archive.sha256,
+          schemaVersion: archive.schemaVersion,
+          rowCounts: archive.rowCounts,
+          contentSha256: archive.contentSha256,
+        };
+        if (!(await completeBackupRun(db, { id, fence: lock.fence, now: now(), manifest }))) {
+          // A newer holder owns the row: our archive is not the one it records.
+          await fs.rm(archive.path, { force: true });
+          throw new StaleFenceError(lock.scope, lock.fence);
+        }
+        log.info(
+          { scope: lock.scope, fence: lock.fence, status: 'succeeded', size_bytes: archive.sizeBytes },
+          'backup succeeded',
+        );
+        await applyRetention(deps, log);
+        return { backup_id: id, size_bytes: archive.sizeBytes, sha256: archive.sha256 };
+      } catch (err) {
+        const e = toError(err);
+        if (e instanceof StaleFenceError || lock.signal.aborted) throw e;
+        if (isFinalAttempt(job)) {
+          await failBackupRun(db, { id, fence: lock.fence, now: now(), error: e.message });
+          log.info({ status: 'failed', err: e }, 'backup failed');
+        } else {
+          await noteBackupAttemptError(db, { id, fence: lock.fence, error: e.message });
+          log.warn({ err: e, attempt: job.attemptsMade + 1 }, 'backup attempt failed; it will be retried');
+        }
+        throw e;
+      }
+    });
+  };
+
+  const verifyBackup: JobProcessor<{ backup_id: string; verification_id: string }> = async (job, ctx) => {
+    const id = job.data.backup_id;
+    const log = ctx.logger.child({ backup_id: id });
+    return underBackupsLock(deps, job, ctx, async (lock) => {
+      const started = await startFenced(
+        (fence) => startBackupVerification(db, { id, fence }),
+        lock,
+        storedFence(id),
+      );
+      if (started !== 'started') return { backup_id: id, skipped: true };
+      const row = await getBackup(db, id);
+      if (!row?.file_name) {
+        await finishBackupVerification(db, {
+          id,
+          fence: lock.fence,
+          passed: false,
+          error: 'backup has no archive',
+          now: now(),
+        });
+        throw new UnrecoverableError(`backup ${id} has no archive to verify`);
+      }
+      log.info(
+        { scope: lock.scope, fence: lock.fence, verify_status: 'running' },
+        'backup verification running',
+      );
+      const file = path.join(deps.config.BACKUP_DIR, path.basename(row.file_name));
+      const outcome = await verifyBackupArchive(file, {
+        migrations: deps.migrations,
+        expectedSha256: row.sha256 ?? undefined,
+        signal: lock.signal,
+      }).catch((err: unknown) => ({ ok: false as const, problem: 'io', detail: toError(err).message }));
+      const expectedCounts = row.row_counts ?? '{}';
+      const countsMatch =
+        outcome.ok &&
+        JSON.stringify(sortKeys(outcome.rowCounts)) === JSON.stringify(sortKeys(JSON.parse(expectedCounts)));
+      const passed = outcome.ok && countsMatch;
+      const error = outcome.ok
+        ? countsMatch
+          ? null
+          : 'restored row counts differ from the manifest'
+        : outcome.detail;
+      await finishBackupVerification(db, { id, fence: lock.fence, passed, error, now: now() });
+      log.info({ verify_status: passed ? 'passed' : 'failed', error }, 'backup verification finished');
+      return { backup_id: id, passed };
+    });
+  };
+
+  return { 'create-backup': createBackup, 'verify-backup': verifyBackup };
+}
+
+function sortKeys(o: Record<string, unknown>): Record<string, unknown> {
+  return Object.fromEntries(Object.entries(o).sort(([a], [b]) => a.localeCompare(b)));
+}
+
+/**
+ * Keep the newest BACKUP_KEEP_LAST succeeded backups. Runs under the `backups` lock, so no
+ * archive is being written meanwhile. The row goes first, then the file: a crash between
+ * them leaves an archive without a row, never a row without its archive, and orphaned
+ * archives (no row with their id) are swept on every run.
+ */
+async function applyRetention(deps: BackupProcessorDeps, log: Logger): Promise<void> {
+  const db = deps.db.db;
+  const dir = deps.config.BACKUP_DIR;
+  for (const row of await succeededBackupsBeyond(db, deps.config.BACKUP_KEEP_LAST)) {
+    await deleteBackupRow(db, row.id);
+    if (row.file_name) await fs.rm(path.join(dir, path.basename(row.file_name)), { force: true });
+    log.info({ backup_id: row.id, status: 'deleted' }, 'backup removed by retention');
+  }
+  for (const name of await fs.readdir(dir).catch(() => [] as string[])) {
+    const m = ARCHIVE_NAME.exec(name);
+    if (m && !(await getBackup(db, m[1]!))) {
+      await fs.rm(path.join(dir, name), { force: true });
+      log.info({ file: name }, 'orphaned backup archive removed');
+    }
+  }
+}

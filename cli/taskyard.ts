@@ -2,6 +2,7 @@ import { realpathSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { loadMigrations } from '../migrations/index';
+import { BackupArchiveError } from '../shared/backup-archive';
 import { EXIT_CONFIG, loadConfig } from '../shared/config';
 import {
   generateApiKey,
@@ -13,11 +14,13 @@ import {
 } from '../shared/db/api-keys';
 import { createDatabase, type DatabaseHandle } from '../shared/db/database';
 import { migrateToLatest, migrationStatus } from '../shared/db/migrate';
+import { restoreArchive } from '../shared/db/restore';
 import { ConfigError, MigrationIntegrityError } from '../shared/errors';
 import { SCOPES, type Scope } from '../shared/types';
 
 /**
- * The `taskyard` operator command: migrations and API keys. Every command reads DATABASE_URL
+ * The `taskyard` operator command: migrations, API keys and restores. Every command but
+ * restore (which names its target with --database-url) reads DATABASE_URL
  * through loadConfig. Exit codes: 0 done, 1 failed, 64 usage error, 78 configuration error.
  */
 
@@ -32,6 +35,9 @@ Commands:
   keys create --name <name> --scopes <list> create an API key; prints the key once
   keys list                                 list API keys (never the keys themselves)
   keys revoke <id>                          revoke an API key
+  restore <archive> --database-url <url> [--sha256 <hex>]
+                                            restore a backup archive into an EMPTY database
+                                            (migrated first; either backend)
 
 Options:
   --json      (keys create, keys list) print JSON instead of text
@@ -118,7 +124,27 @@ async function dispatch(argv: readonly string[], cli: CliIo): Promise<number> {
     }
     throw new UsageError(`unknown keys command "${sub}": use create, list or revoke`);
   }
-  throw new UsageError(`unknown command "${command}": use migrate or keys`);
+  if (command === 'restore') {
+    const { values, positionals } = parse(
+      rest,
+      { 'database-url': { type: 'string' }, sha256: { type: 'string' } },
+      true,
+    );
+    if (values.help) return help(cli);
+    if (positionals.length !== 1) throw new UsageError('restore takes exactly one archive file');
+    const url = values['database-url'];
+    if (typeof url !== 'string' || !/^(sqlite:.+|postgres(ql)?:\/\/.+)$/.test(url)) {
+      throw new UsageError(
+        'restore needs --database-url <url> (sqlite:<path> or postgres://…) of an empty database',
+      );
+    }
+    const sha256 = values.sha256;
+    if (sha256 !== undefined && (typeof sha256 !== 'string' || !/^[0-9a-fA-F]{64}$/.test(sha256))) {
+      throw new UsageError('--sha256 must be 64 hexadecimal characters');
+    }
+    return restore(cli, positionals[0] as string, url, sha256);
+  }
+  throw new UsageError(`unknown command "${command}": use migrate, keys or restore`);
 }
 
 function help(cli: CliIo): number {
@@ -271,6 +297,35 @@ async function revokeKey(handle: DatabaseHandle, cli: CliIo, id: string): Promis
   }
   cli.err(`taskyard: no active key with id "${id}" (see taskyard keys list)`);
   return EXIT_FAILED;
+}
+
+async function restore(
+  cli: CliIo,
+  archive: string,
+  url: string,
+  sha256: string | undefined,
+): Promise<number> {
+  const handle = await createDatabase(url);
+  try {
+    const result = await restoreArchive(archive, handle, {
+      migrations: await loadMigrations(),
+      ...(sha256 === undefined ? {} : { expectedSha256: sha256 }),
+    });
+    const counts = Object.entries(result.rowCounts).map(([t, n]) => `${t} ${n}`);
+    cli.out(
+      `restored ${archive} (schema ${result.schemaVersion}, from ${result.sourceBackend}, sha256 ${result.sha256}) into ${handle.displayUrl}`,
+    );
+    cli.out(`rows: ${counts.join(', ') || 'none'}`);
+    return EXIT_OK;
+  } catch (err) {
+    if (err instanceof BackupArchiveError || err instanceof MigrationIntegrityError) {
+      cli.err(`taskyard: ${err.message}`);
+      return EXIT_FAILED;
+    }
+    throw err;
+  } finally {
+    await handle.close();
+  }
 }
 
 function present(k: ApiKeyRecord) {

@@ -17,6 +17,7 @@ import { requestContext } from './middleware/request-id';
 import { mountAdminBoard } from './routes/admin-board';
 import { backupsRouter } from './routes/backups';
 import { healthRouter } from './routes/health';
+import { schedulesRouter } from './routes/schedules';
 import { jobsRouter } from './routes/jobs';
 
 /** Everything the api needs, passed in (no module singletons): tests build isolated instances. */
@@ -51,6 +52,7 @@ export function buildApp(deps: AppDeps): express.Express {
   app.use(...jsonBody({ limitBytes: deps.config.BODY_LIMIT_BYTES }));
   app.use(jobsRouter({ queues: deps.queues }));
   app.use(backupsRouter(deps));
+  app.use(schedulesRouter(deps));
   app.use(notFound());
   app.use(problemHandler(deps.logger));
   return app;

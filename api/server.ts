@@ -88,7 +88,16 @@ async function main(): Promise<number> {
     const queues = createQueues(enabledQueues(config), redis, config.REDIS_PREFIX, logger);
     cleanups.push({ what: 'queues', run: () => queues.close() });
 
-    const app = buildApp({ config, db, redis, queues, logger, clock: systemClock, migrations });
+    const app = buildApp({
+      config,
+      db,
+      redis,
+      queues,
+      logger,
+      clock: systemClock,
+      migrations,
+      afterCommit: crashDrill(config, logger),
+    });
     const server = createHttpServer(app, logger);
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);
@@ -152,6 +161,19 @@ async function main(): Promise<number> {
     }
     return 1;
   }
+}
+
+/**
+ * Crash drill (TASKYARD_ENV=test only): TASKYARD_FAULT=exit-after-commit makes the process die
+ * between a resource's commit and its enqueue, the window the outbox relay exists for.
+ */
+function crashDrill(config: Config, logger: Logger): (() => void) | undefined {
+  if (config.TASKYARD_ENV !== 'test' || config.TASKYARD_FAULT !== 'exit-after-commit') return undefined;
+  logger.warn('crash drill armed: the api exits after the next commit, before enqueueing');
+  return () => {
+    logger.warn('crash drill: exiting between commit and enqueue');
+    process.exit(86);
+  };
 }
 
 main().then(

@@ -30,6 +30,7 @@ export async function up(db: Kysely<any>, _dialect: Dialect): Promise<void> {
     .addColumn('verify_status', 'text', (c) =>
       c.check(sql`verify_status is null or verify_status in ('queued', 'running', 'passed', 'failed')`),
     )
+    .addColumn('verify_job_id', 'text')
     .addColumn('verified_at', 'bigint')
     .addColumn('verify_error', 'text')
     .addPrimaryKeyConstraint('backups_pkey', ['id'])

@@ -68,7 +68,11 @@ export async function requestBackupVerification(
     // Write first: on SQLite a read-then-write transaction can fail with SQLITE_BUSY at once.
     const updated = await trx
       .updateTable('backups')
-      .set({ verify_status: 'queued', verify_error: null })
+      .set({
+        verify_status: 'queued',
+        verify_error: null,
+        verify_job_id: verifyJobId(input.backupId, verificationId),
+      })
       .where('id', '=', input.backupId)
       .where('status', '=', 'succeeded')
       .where((eb) =>

@@ -1,5 +1,6 @@
 import type { Config } from '../shared/config';
 import { backupsQueue } from './backups';
+import { maintenanceQueue } from './maintenance';
 import type { QueueDefinition } from './definition';
 import { noopQueue } from './noop';
 import { probesQueue } from './probes';
@@ -8,7 +9,10 @@ import { simulationsQueue } from './simulations';
 
 /** Every queue taskyard knows, by name. Immutable: an unknown name fails fast. */
 export const ALL_QUEUES: ReadonlyMap<string, QueueDefinition> = new Map<string, QueueDefinition>(
-  [backupsQueue, simulationsQueue, pruningQueue, probesQueue, noopQueue].map((q) => [q.name, q]),
+  [backupsQueue, simulationsQueue, pruningQueue, probesQueue, maintenanceQueue, noopQueue].map((q) => [
+    q.name,
+    q,
+  ]),
 );
 
 /** The queues this environment runs: test-only queues exist only when TASKYARD_ENV=test. */

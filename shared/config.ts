@@ -70,6 +70,14 @@ const schema = z.object({
   WORKER_LOCK_DURATION_MS: intFrom(1000, 600_000).default(30_000),
   /** How often BullMQ looks for stalled jobs (those whose worker died). @defaultValue 30000 */
   WORKER_STALLED_INTERVAL_MS: intFrom(500, 600_000).default(30_000),
+  /** How often the reconciler looks for resources whose job is gone. @defaultValue 60000 */
+  RECONCILE_EVERY_MS: intFrom(1000, 86_400_000).default(60_000),
+  /** Resources younger than this are left to the api and relay. @defaultValue 30000 */
+  RECONCILE_AFTER_MS: intFrom(0, 86_400_000).default(30_000),
+  /** Longest time a worker's schedule sync waits before re-checking Redis (bounds recovery after a Redis wipe). @defaultValue 15 */
+  SCHEDULE_CHECK_SECONDS: intFrom(1, 3600).default(15),
+  /** Only honoured when TASKYARD_ENV=test: a fault point for crash drills. */
+  TASKYARD_FAULT: z.enum(['exit-after-commit']).optional(),
   /** Request body limit in bytes. @defaultValue 65536 (64 KiB) */
   BODY_LIMIT_BYTES: intFrom(1024, 10 * 1024 * 1024).default(64 * 1024),
 });

@@ -21,6 +21,9 @@ import { buildProcessors } from './processors/index';
 import { createWorkerRuntime } from './runtime';
 import { systemClock } from '../shared/clock';
 import { createLocks } from '../shared/locks';
+import { createQueues, type Queues } from '../queues/producer';
+import { createScheduleSync } from './schedule-sync';
+import { schedulesFor } from '../queues/schedules';
 
 /** sysexits EX_USAGE. */
 const EXIT_USAGE = 64;
@@ -96,7 +99,9 @@ async function main(): Promise<void> {
 
   let db: DatabaseHandle | undefined;
   let redis: Redis | undefined;
+  let producers: Queues | undefined;
   const closeResources = async () => {
+    await producers?.close().catch((err: unknown) => logger.error({ err }, 'closing queues failed'));
     await Promise.allSettled([
       redis?.quit().catch(() => redis?.disconnect()),
       db?.close().catch((err: unknown) => logger.error({ err }, 'closing the database failed')),
@@ -110,6 +115,10 @@ async function main(): Promise<void> {
     redis = createRedis(config.REDIS_URL, 'client', {
       connectionName: `${config.REDIS_PREFIX}:worker-processors`,
     });
+    // Producer handles for every queue: the relay, the reconciler and the schedule sync
+    // enqueue into queues this process may not consume.
+    producers = createQueues(enabledQueues(config), redis, config.REDIS_PREFIX, logger);
+    const locks = createLocks({ redis, prefix: config.REDIS_PREFIX, logger });
     const runtime = createWorkerRuntime({
       config,
       logger,
@@ -122,8 +131,19 @@ async function main(): Promise<void> {
         config,
         clock: systemClock,
         migrations,
-        locks: createLocks({ redis, prefix: config.REDIS_PREFIX, logger }),
+        locks,
+        queues: producers,
       }),
+    });
+    const scheduleSync = createScheduleSync({
+      db: db.db,
+      queues: producers,
+      redisUrl: config.REDIS_URL,
+      prefix: config.REDIS_PREFIX,
+      logger,
+      drainTimeoutMs: config.DRAIN_TIMEOUT_MS,
+      checkEverySeconds: config.SCHEDULE_CHECK_SECONDS,
+      schedules: schedulesFor(config),
     });
     if (runtime.queueNames.length === 0 && args.queues !== 'all') {
       logger.error(
@@ -138,6 +158,8 @@ async function main(): Promise<void> {
       logger,
       onFirst: async () => {
         let code = 0;
+        // Reverse order of start: the schedule sync started last.
+        await scheduleSync.stop().catch((err: unknown) => logger.error({ err }, 'schedule sync stop failed'));
         try {
           await runtime.stop();
           logger.info('worker stopped: all active jobs drained');
@@ -159,6 +181,7 @@ async function main(): Promise<void> {
     });
 
     await runtime.start();
+    await scheduleSync.start();
     logger.info({ queues: runtime.queueNames, pid: process.pid }, 'worker ready');
   } catch (err) {
     logger.fatal({ err }, 'worker failed to start');

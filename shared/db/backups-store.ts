@@ -36,6 +36,7 @@ export async function insertBackup(
     started_at: null,
     finished_at: null,
     verify_status: null,
+    verify_job_id: null,
     verified_at: null,
     verify_error: null,
   };
@@ -180,10 +181,10 @@ export async function deleteBackupRow(db: Kysely<Database>, id: string): Promise
 export async function listUnfinishedBackups(
   db: Kysely<Database>,
   opts: { createdBefore: number; limit: number },
-): Promise<Array<Pick<BackupRow, 'id' | 'status' | 'trigger' | 'verify_status'>>> {
+): Promise<Array<Pick<BackupRow, 'id' | 'status' | 'trigger' | 'verify_status' | 'verify_job_id'>>> {
   return db
     .selectFrom('backups')
-    .select(['id', 'status', 'trigger', 'verify_status'])
+    .select(['id', 'status', 'trigger', 'verify_status', 'verify_job_id'])
     .where((eb) =>
       eb.or([eb('status', 'in', ['queued', 'running']), eb('verify_status', 'in', ['queued', 'running'])]),
     )

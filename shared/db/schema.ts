@@ -85,6 +85,8 @@ export interface BackupsTable {
   started_at: number | null;
   finished_at: number | null;
   verify_status: VerifyStatus | null;
+  /** BullMQ job id of the latest verification, so the reconciler can find it. */
+  verify_job_id: string | null;
   verified_at: number | null;
   verify_error: string | null;
 }

@@ -40,6 +40,7 @@ describe.each(BACKENDS)('backups end to end ($backend)', ({ makeUrl }) => {
         clock: systemClock,
         migrations: await loadMigrations(),
         locks: createLocks({ redis, prefix: api.prefix, logger: api.logger }),
+        queues: api.queues,
       }),
     });
     runtimes.push(runtime);

@@ -5,6 +5,9 @@ import type { Logger } from '../../shared/logger';
 import { buildRegistry, type ProcessorRegistry } from '../registry';
 import { createNoopProcessor } from './noop';
 import { createBackupProcessors } from './backups';
+import { createMaintenanceProcessors } from './maintenance';
+import { maintenanceQueue } from '../../queues/maintenance';
+import type { Queues } from '../../queues/producer';
 import { backupsQueue } from '../../queues/backups';
 import type { Clock } from '../../shared/clock';
 import type { Config } from '../../shared/config';
@@ -23,6 +26,8 @@ export interface ProcessorDeps {
   clock: Clock;
   migrations: readonly Migration[];
   locks: Locks;
+  /** Producer handles for every enabled queue (the relay and reconciler enqueue). */
+  queues: Queues;
 }
 
 /**
@@ -33,5 +38,6 @@ export function buildProcessors(deps: ProcessorDeps): ProcessorRegistry {
   return buildRegistry({
     [noopQueue.name]: { noop: createNoopProcessor(deps) },
     [backupsQueue.name]: createBackupProcessors({ ...deps, databaseUrl: deps.config.DATABASE_URL }),
+    [maintenanceQueue.name]: createMaintenanceProcessors(deps),
   });
 }

@@ -1,0 +1,121 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { loadMigrations } from '../../migrations/index';
+import { systemClock } from '../../shared/clock';
+import { createLocks } from '../../shared/locks';
+import { createRedis } from '../../shared/redis';
+import { backupsQueue } from '../../queues/backups';
+import { createWorkerRuntime } from '../../workers/runtime';
+import { buildProcessors } from '../../workers/processors/index';
+import { BACKENDS, waitFor } from '../helpers/services';
+import { call, expectProblemShape, startApi, type ApiUnderTest } from './api.harness';
+
+describe.each(BACKENDS)('GET/PUT /v1/schedules ($backend)', ({ makeUrl }) => {
+  let api: ApiUnderTest;
+  let backupDir: string;
+  let stopWorker: () => Promise<void> = async () => undefined;
+
+  beforeAll(async () => {
+    backupDir = fs.mkdtempSync(path.join(os.tmpdir(), 'taskyard-sched-'));
+    api = await startApi({ databaseUrl: makeUrl('sched'), env: { BACKUP_DIR: backupDir } });
+  });
+  afterAll(async () => {
+    await stopWorker();
+    await api?.close();
+    fs.rmSync(backupDir, { recursive: true, force: true });
+  });
+
+  const put = (name: string, body: unknown, key = api.keys.admin) =>
+    call(api, `/v1/schedules/${name}`, {
+      method: 'PUT',
+      key,
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify(body),
+    });
+
+  it('lists the backup schedule with its default interval', async () => {
+    const r = await call(api, '/v1/schedules', { key: api.keys.read });
+    expect(r.status).toBe(200);
+    expect(r.body.items).toEqual([
+      expect.objectContaining({
+        name: 'backup',
+        queue: 'backups',
+        enabled: true,
+        every_ms: 86_400_000,
+        cron: null,
+      }),
+    ]);
+  });
+
+  it.each([
+    ['both every_ms and cron', { every_ms: 5000, cron: '* * * * *' }],
+    ['neither', { enabled: true }],
+    ['every_ms below 1000', { every_ms: 999 }],
+    ['a malformed cron', { cron: 'every day' }],
+    ['an unknown field', { every_ms: 5000, color: 'red' }],
+    ['a string interval', { every_ms: '5000' }],
+  ])('a body with %s gets 400 and changes nothing', async (_n, body) => {
+    const r = await put('backup', body);
+    expectProblemShape(r, 'validation-failed', 400);
+    const g = await call(api, '/v1/schedules/backup', { key: api.keys.read });
+    expect(g.body.every_ms).toBe(86_400_000);
+  });
+
+  it('an unknown schedule is 404 naming the known ones; a write key gets 403', async () => {
+    const r = await put('nightly', { every_ms: 5000 });
+    expectProblemShape(r, 'not-found', 404);
+    expect(r.body.schedules).toEqual(['backup']);
+    expectProblemShape(await put('backup', { every_ms: 5000 }, api.keys.write), 'forbidden', 403);
+  });
+
+  it('a 1 s schedule set through PUT takes effect without a restart: the next run moves and a scheduled backup runs', async () => {
+    const redis = createRedis(api.config.REDIS_URL, 'client');
+    const runtime = createWorkerRuntime({
+      config: api.config,
+      logger: api.logger,
+      queues: [backupsQueue],
+      registry: buildProcessors({
+        redis,
+        prefix: api.prefix,
+        db: api.db,
+        logger: api.logger,
+        config: api.config,
+        clock: systemClock,
+        migrations: await loadMigrations(),
+        locks: createLocks({ redis, prefix: api.prefix, logger: api.logger }),
+        queues: api.queues,
+      }),
+    });
+    await runtime.start();
+    stopWorker = async () => {
+      await runtime.stop();
+      await redis.quit();
+    };
+
+    const r = await put('backup', { every_ms: 1000 });
+    expect(r.status).toBe(200);
+    expect(r.body).toMatchObject({ name: 'backup', every_ms: 1000, enabled: true, in_redis: true });
+    const scheduled = () =>
+      api.db.db
+        .selectFrom('backups')
+        .selectAll()
+        .where('trigger', '=', 'scheduled')
+        .where('status', '=', 'succeeded')
+        .execute();
+    // At least two runs: the one the new scheduler starts with, and one a second later.
+    await waitFor(async () => (await scheduled()).length >= 2, {
+      timeoutMs: 30_000,
+      what: 'two scheduled backups',
+    });
+    const next = (await call(api, '/v1/schedules/backup', { key: api.keys.read })).body.next_run_at as string;
+    expect(Date.parse(next) - Date.now()).toBeLessThan(5_000);
+
+    const off = await put('backup', { every_ms: 1000, enabled: false });
+    expect(off.body).toMatchObject({ enabled: false, in_redis: false, next_run_at: null });
+    const cron = await put('backup', { cron: '0 3 * * *' });
+    expect(cron.body).toMatchObject({ cron: '0 3 * * *', every_ms: null, in_redis: true });
+    expect(new Date(cron.body.next_run_at as string).getUTCHours()).toBe(3);
+  });
+});

@@ -78,6 +78,18 @@ const schema = z.object({
   SCHEDULE_CHECK_SECONDS: intFrom(1, 3600).default(15),
   /** Only honoured when TASKYARD_ENV=test: a fault point for crash drills. */
   TASKYARD_FAULT: z.enum(['exit-after-commit']).optional(),
+  /** Providers probed at once in one cycle. @defaultValue 16 */
+  PROBE_CONCURRENCY: intFrom(1, 10_000).default(16),
+  /** Consecutive failures that take a provider from degraded to down. @defaultValue 3 */
+  DOWN_AFTER: intFrom(1, 100).default(3),
+  /** Consecutive successes that bring a degraded or down provider back to healthy. @defaultValue 2 */
+  RECOVER_AFTER: intFrom(1, 100).default(2),
+  /** Probe samples older than this are pruned. @defaultValue 7 */
+  PROBE_SAMPLE_RETENTION_DAYS: intFrom(1, 3650).default(7),
+  /** Terminal simulations (and their checkpoints) older than this are pruned. @defaultValue 30 */
+  SIMULATION_RETENTION_DAYS: intFrom(1, 3650).default(30),
+  /** BullMQ completed and failed jobs older than this are pruned. @defaultValue 24 */
+  JOB_RETENTION_HOURS: intFrom(1, 24 * 365).default(24),
   /** Request body limit in bytes. @defaultValue 65536 (64 KiB) */
   BODY_LIMIT_BYTES: intFrom(1024, 10 * 1024 * 1024).default(64 * 1024),
 });

@@ -228,3 +228,13 @@ export class IdempotencyKeyMismatchError extends ProblemError {
   readonly status = 422;
   readonly title = 'Idempotency-Key reused for a different request';
 }
+
+/** A simulation with this simulation_id exists (DESIGN.md §4.2); the body carries it. */
+export class SimulationExistsError extends ProblemError {
+  readonly slug = 'simulation-exists';
+  readonly status = 409;
+  readonly title = 'A simulation with this simulation_id exists';
+  constructor(detail: string, simulation: unknown, location: string) {
+    super(detail, { extra: { simulation }, headers: { Location: location } });
+  }
+}

@@ -91,7 +91,124 @@ export interface BackupsTable {
   verify_error: string | null;
 }
 
+export type SimulationStatus = 'queued' | 'running' | 'succeeded' | 'failed' | 'cancelled';
+
+export interface SimulationsTable {
+  /** The client-chosen simulation_id. */
+  id: string;
+  status: SimulationStatus;
+  /** Resolved scenario (seed included), JSON. */
+  scenario: string;
+  /** 0..10000 */
+  progress_bp: ColumnType<number, number | undefined, number>;
+  /** SimulationResult JSON. */
+  result: string | null;
+  error: string | null;
+  attempts: ColumnType<number, number | undefined, number>;
+  fence: ColumnType<number, number | undefined, number>;
+  cancel_requested_at: number | null;
+  elapsed_ms: number | null;
+  events: number | null;
+  /** api_keys.id of the creator. */
+  created_by: string | null;
+  created_at: number;
+  started_at: number | null;
+  finished_at: number | null;
+}
+
+export interface SimulationCheckpointsTable {
+  simulation_id: string;
+  fence: number;
+  /** EngineCheckpoint JSON. */
+  state: string;
+  progress_bp: number;
+  events: number;
+  saved_at: number;
+}
+
+export type ProviderState = 'unknown' | 'healthy' | 'degraded' | 'down';
+
+export interface ProvidersTable {
+  id: string;
+  name: string;
+  url: string;
+  method: 'GET' | 'HEAD';
+  expected_status_min: number;
+  expected_status_max: number;
+  timeout_ms: number;
+  /** JSON object of extra request headers. */
+  headers: string | null;
+  /** 0 | 1 */
+  enabled: ColumnType<number, number | undefined, number>;
+  state: ProviderState;
+  state_since: number;
+  consecutive_failures: ColumnType<number, number | undefined, number>;
+  consecutive_successes: ColumnType<number, number | undefined, number>;
+  last_checked_at: number | null;
+  last_latency_ms: number | null;
+  fence: ColumnType<number, number | undefined, number>;
+  created_at: number;
+  updated_at: number;
+}
+
+export interface ProbeSamplesTable {
+  id: string;
+  provider_id: string;
+  run_id: string | null;
+  /** 0 | 1 */
+  ok: number;
+  status_code: number | null;
+  latency_ms: number;
+  error_class: string | null;
+  checked_at: number;
+}
+
+export interface ProviderTransitionsTable {
+  id: string;
+  provider_id: string;
+  from_state: ProviderState;
+  to_state: ProviderState;
+  at: number;
+}
+
+export type RunStatus = 'queued' | 'running' | 'succeeded' | 'failed' | 'skipped';
+
+export interface ProbeRunsTable {
+  id: string;
+  trigger: 'manual' | 'scheduled';
+  status: RunStatus;
+  probed: ColumnType<number, number | undefined, number>;
+  failed: ColumnType<number, number | undefined, number>;
+  error: string | null;
+  fence: ColumnType<number, number | undefined, number>;
+  created_at: number;
+  started_at: number | null;
+  finished_at: number | null;
+}
+
+export interface PruningRunsTable {
+  id: string;
+  trigger: 'manual' | 'scheduled';
+  /** 0 | 1 */
+  dry_run: ColumnType<number, number | undefined, number>;
+  status: RunStatus;
+  /** JSON: kind → rows deleted (or that would be, for a dry run). */
+  counts: string | null;
+  error: string | null;
+  fence: ColumnType<number, number | undefined, number>;
+  created_at: number;
+  started_at: number | null;
+  finished_at: number | null;
+}
+
 export interface Database {
+  simulations: SimulationsTable;
+  simulation_checkpoints: SimulationCheckpointsTable;
+  providers: ProvidersTable;
+  probe_samples: ProbeSamplesTable;
+  provider_transitions: ProviderTransitionsTable;
+  probe_runs: ProbeRunsTable;
+  pruning_runs: PruningRunsTable;
   backups: BackupsTable;
   api_keys: ApiKeysTable;
   idempotency_keys: IdempotencyKeysTable;

@@ -150,8 +150,15 @@ describe('schema parity between SQLite and Postgres', () => {
       'backups',
       'idempotency_keys',
       'outbox',
+      'probe_runs',
+      'probe_samples',
+      'provider_transitions',
+      'providers',
+      'pruning_runs',
       'schema_migrations',
       'settings',
+      'simulation_checkpoints',
+      'simulations',
     ]);
     expect(fromPostgres).toEqual(fromSqlite);
   });

@@ -4,13 +4,9 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadMigrations } from '../../migrations/index';
-import { systemClock } from '../../shared/clock';
-import { createLocks } from '../../shared/locks';
-import { createRedis } from '../../shared/redis';
 import { backupsQueue } from '../../queues/backups';
-import { createWorkerRuntime } from '../../workers/runtime';
-import { buildProcessors } from '../../workers/processors/index';
 import { BACKENDS, waitFor } from '../helpers/services';
+import { startInProcessWorker } from '../helpers/worker-harness';
 import { call, startApi, type ApiUnderTest } from './api.harness';
 
 /**
@@ -21,31 +17,12 @@ import { call, startApi, type ApiUnderTest } from './api.harness';
 describe.each(BACKENDS)('backups end to end ($backend)', ({ makeUrl }) => {
   let api: ApiUnderTest;
   let backupDir: string;
-  const runtimes: Array<{ stop(): Promise<void> }> = [];
-  const redisClients: Array<{ quit(): Promise<unknown> }> = [];
+  const workers: Array<{ stop(): Promise<void> }> = [];
 
   async function startWorker() {
-    const redis = createRedis(api.config.REDIS_URL, 'client');
-    redisClients.push(redis);
-    const runtime = createWorkerRuntime({
-      config: api.config,
-      logger: api.logger,
-      queues: [backupsQueue],
-      registry: buildProcessors({
-        redis,
-        prefix: api.prefix,
-        db: api.db,
-        logger: api.logger,
-        config: api.config,
-        clock: systemClock,
-        migrations: await loadMigrations(),
-        locks: createLocks({ redis, prefix: api.prefix, logger: api.logger }),
-        queues: api.queues,
-      }),
-    });
-    runtimes.push(runtime);
-    await runtime.start();
-    return runtime;
+    const worker = await startInProcessWorker(api, [backupsQueue]);
+    workers.push(worker);
+    return worker;
   }
 
   beforeAll(async () => {
@@ -56,8 +33,7 @@ describe.each(BACKENDS)('backups end to end ($backend)', ({ makeUrl }) => {
     });
   });
   afterAll(async () => {
-    for (const r of runtimes) await r.stop().catch(() => undefined);
-    for (const r of redisClients) await r.quit().catch(() => undefined);
+    for (const w of workers) await w.stop().catch(() => undefined);
     await api?.close();
     fs.rmSync(backupDir, { recursive: true, force: true });
   });

@@ -2,14 +2,9 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { loadMigrations } from '../../migrations/index';
-import { systemClock } from '../../shared/clock';
-import { createLocks } from '../../shared/locks';
-import { createRedis } from '../../shared/redis';
 import { backupsQueue } from '../../queues/backups';
-import { createWorkerRuntime } from '../../workers/runtime';
-import { buildProcessors } from '../../workers/processors/index';
 import { BACKENDS, waitFor } from '../helpers/services';
+import { startInProcessWorker } from '../helpers/worker-harness';
 import { call, expectProblemShape, startApi, type ApiUnderTest } from './api.harness';
 
 describe.each(BACKENDS)('GET/PUT /v1/schedules ($backend)', ({ makeUrl }) => {
@@ -71,28 +66,8 @@ describe.each(BACKENDS)('GET/PUT /v1/schedules ($backend)', ({ makeUrl }) => {
   });
 
   it('a 1 s schedule set through PUT takes effect without a restart: the next run moves and a scheduled backup runs', async () => {
-    const redis = createRedis(api.config.REDIS_URL, 'client');
-    const runtime = createWorkerRuntime({
-      config: api.config,
-      logger: api.logger,
-      queues: [backupsQueue],
-      registry: buildProcessors({
-        redis,
-        prefix: api.prefix,
-        db: api.db,
-        logger: api.logger,
-        config: api.config,
-        clock: systemClock,
-        migrations: await loadMigrations(),
-        locks: createLocks({ redis, prefix: api.prefix, logger: api.logger }),
-        queues: api.queues,
-      }),
-    });
-    await runtime.start();
-    stopWorker = async () => {
-      await runtime.stop();
-      await redis.quit();
-    };
+    const worker = await startInProcessWorker(api, [backupsQueue]);
+    stopWorker = () => worker.stop();
 
     const r = await put('backup', { every_ms: 1000 });
     expect(r.status).toBe(200);

@@ -1,0 +1,111 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import {
+  completeSimulationRun,
+  getSimulationCheckpoint,
+  markSimulationCancelled,
+  recordSimulationProgress,
+  saveSimulationCheckpoint,
+  startSimulationRun,
+  upsertSimulationCheckpoint,
+} from '../../shared/db/simulations-store';
+import { BACKENDS } from '../helpers/services';
+import { startApi, type ApiUnderTest } from './api.harness';
+
+/**
+ * DESIGN.md §4.3 for simulations: a paused holder (older fencing token) that wakes up after
+ * a newer holder took over changes nothing: not the checkpoint, the progress, nor the end.
+ */
+describe.each(BACKENDS)('simulation writes are fenced ($backend)', ({ makeUrl }) => {
+  let api: ApiUnderTest;
+
+  beforeAll(async () => {
+    api = await startApi({ databaseUrl: makeUrl('simfence') });
+  });
+  afterAll(async () => {
+    await api?.close();
+  });
+
+  const checkpoint = (fence: number, state: string) => ({
+    simulationId: 'fenced-1',
+    fence,
+    stateJson: state,
+    progressBp: fence * 1000,
+    events: fence * 100,
+    elapsedMs: fence * 10,
+    now: Date.now(),
+  });
+
+  it("a stale holder's late checkpoint, progress and result are rejected after a newer holder wrote", async () => {
+    const db = api.db.db;
+    await db
+      .insertInto('simulations')
+      .values({ id: 'fenced-1', status: 'queued', scenario: '{}', created_at: Date.now() })
+      .execute();
+
+    // Holder 1 starts and checkpoints, then pauses (GC, a frozen VM …) and loses its lock.
+    expect(
+      (await startSimulationRun(db, { id: 'fenced-1', fence: 1, now: Date.now(), progressBp: 0 })).outcome,
+    ).toBe('started');
+    expect(await saveSimulationCheckpoint(db, checkpoint(1, '"by-1"'))).toBe(true);
+    // Holder 2 takes over and checkpoints.
+    const second = await startSimulationRun(db, {
+      id: 'fenced-1',
+      fence: 2,
+      now: Date.now(),
+      progressBp: 1000,
+    });
+    expect(second.outcome).toBe('started');
+    expect(await saveSimulationCheckpoint(db, checkpoint(2, '"by-2"'))).toBe(true);
+
+    // Holder 1 wakes up: every write it tries changes no row.
+    expect(await upsertSimulationCheckpoint(db, checkpoint(1, '"late-by-1"'))).toBe(false);
+    expect(await saveSimulationCheckpoint(db, checkpoint(1, '"late-by-1"'))).toBe(false);
+    expect(
+      await recordSimulationProgress(db, { id: 'fenced-1', fence: 1, progressBp: 9_999 }),
+    ).toBeUndefined();
+    expect(
+      await completeSimulationRun(db, {
+        id: 'fenced-1',
+        fence: 1,
+        now: Date.now(),
+        resultJson: '"stale"',
+        elapsedMs: 1,
+        events: 1,
+      }),
+    ).toBe(false);
+    expect(await markSimulationCancelled(db, { id: 'fenced-1', fence: 1, now: Date.now() })).toBe(false);
+    expect(
+      (await startSimulationRun(db, { id: 'fenced-1', fence: 1, now: Date.now(), progressBp: 0 })).outcome,
+    ).toBe('stale-fence');
+
+    const cp = await getSimulationCheckpoint(db, 'fenced-1');
+    expect(cp).toMatchObject({ state: '"by-2"', progress_bp: 2000 });
+    expect(Number(cp!.fence)).toBe(2);
+    const row = await db
+      .selectFrom('simulations')
+      .selectAll()
+      .where('id', '=', 'fenced-1')
+      .executeTakeFirstOrThrow();
+    expect(row).toMatchObject({ status: 'running', result: null, progress_bp: 2000, attempts: 2 });
+    expect(Number(row.fence)).toBe(2);
+
+    // The current holder's writes still go through.
+    expect(await recordSimulationProgress(db, { id: 'fenced-1', fence: 2, progressBp: 2500 })).toEqual({
+      cancelRequestedAt: null,
+    });
+    expect(await upsertSimulationCheckpoint(db, checkpoint(2, '"again-by-2"'))).toBe(true);
+  });
+
+  it('a checkpoint upsert alone is refused for an older token once a newer one is stored', async () => {
+    const db = api.db.db;
+    const cp = (fence: number) => ({ ...checkpoint(fence, `"cp-${fence}"`), simulationId: 'fenced-2' });
+    await db
+      .insertInto('simulations')
+      .values({ id: 'fenced-2', status: 'running', scenario: '{}', created_at: Date.now(), fence: 5 })
+      .execute();
+    expect(await upsertSimulationCheckpoint(db, cp(5))).toBe(true);
+    expect(await upsertSimulationCheckpoint(db, cp(4))).toBe(false);
+    expect(await upsertSimulationCheckpoint(db, cp(6))).toBe(true);
+    expect((await getSimulationCheckpoint(db, 'fenced-2'))?.state).toBe('"cp-6"');
+  });
+});

@@ -8,8 +8,8 @@ export interface Figure {
   value: number;
   unit: string;
   reference: { name: string; value: number };
-  /** value / reference must be at least this. */
-  targetRatio: number;
+  /** value / reference must be at least this; absent for an informational figure (e.g. latency). */
+  targetRatio?: number;
   notes?: string;
 }
 
@@ -35,7 +35,7 @@ export function renderResults(
     for (const f of s.figures) {
       const ratio = f.value / f.reference.value;
       lines.push(
-        `| ${f.name} | ${fmt(f.value)} ${f.unit} | ${f.reference.name} | ${fmt(f.reference.value)} ${f.unit} | ${ratio.toFixed(2)} | ≥ ${f.targetRatio} | ${ratio >= f.targetRatio ? 'yes' : 'no'} |`,
+        `| ${f.name} | ${fmt(f.value)} ${f.unit} | ${f.reference.name} | ${fmt(f.reference.value)} ${f.unit} | ${ratio.toFixed(2)} | ${target(f.targetRatio)} | ${met(ratio, f.targetRatio)} |`,
       );
     }
     lines.push('');
@@ -43,6 +43,15 @@ export function renderResults(
     if (s.notes?.length) lines.push('');
   }
   return lines.join('\n');
+}
+
+function target(t: number | undefined): string {
+  return t === undefined ? '—' : `≥ ${t}`;
+}
+
+function met(ratio: number, t: number | undefined): string {
+  if (t === undefined) return '—';
+  return ratio >= t ? 'yes' : 'no';
 }
 
 function fmt(n: number): string {

@@ -62,6 +62,35 @@ function sqlitePath(url: string): string {
   return file;
 }
 
+/** Distinct SQL texts kept prepared; the app issues a few dozen, so this only guards a runaway. */
+const STATEMENT_CACHE_SIZE = 512;
+
+/**
+ * Kysely's SQLite driver prepares every statement afresh; compiling SQL was ~14 % of the
+ * api's CPU under load (bench/RESULTS.md). Reusing a prepared statement is safe here
+ * because Kysely runs one query at a time on its single connection, so a cached statement
+ * is never re-entered while it is still iterating.
+ */
+function withStatementCache(sqlite: SQLite.Database): SQLite.Database {
+  const cache = new Map<string, SQLite.Statement>();
+  return new Proxy(sqlite, {
+    get(target, prop, receiver) {
+      if (prop === 'prepare') {
+        return (source: string) => {
+          let stmt = cache.get(source);
+          if (!stmt) {
+            stmt = target.prepare(source);
+            if (cache.size < STATEMENT_CACHE_SIZE) cache.set(source, stmt);
+          }
+          return stmt;
+        };
+      }
+      const value: unknown = Reflect.get(target, prop, receiver);
+      return typeof value === 'function' ? (value as (...a: unknown[]) => unknown).bind(target) : value;
+    },
+  });
+}
+
 function openSqlite(url: string): DatabaseHandle {
   const file = sqlitePath(url);
   const inMemory = file === ':memory:';
@@ -76,7 +105,7 @@ function openSqlite(url: string): DatabaseHandle {
     sqlite.close();
     throw err;
   }
-  const db = new Kysely<Database>({ dialect: new SqliteDialect({ database: sqlite }) });
+  const db = new Kysely<Database>({ dialect: new SqliteDialect({ database: withStatementCache(sqlite) }) });
   return makeHandle(db, 'sqlite', url, async () => {
     if (sqlite.open) sqlite.close();
   });

@@ -28,7 +28,7 @@ export async function startInProcessWorker(
       config: api.config,
       clock: systemClock,
       migrations: await loadMigrations(),
-      locks: createLocks({ redis, prefix: api.prefix, logger: api.logger }),
+      locks: createLocks({ redis, prefix: api.prefix, logger: api.logger, ttlMs: api.config.LOCK_TTL_MS }),
       queues: api.queues,
     }),
   });

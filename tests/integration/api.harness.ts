@@ -1,3 +1,6 @@
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 import type { AddressInfo } from 'node:net';
 import type { Server } from 'node:http';
 import { sql } from 'kysely';
@@ -58,6 +61,8 @@ export async function startApi(opts: StartOptions): Promise<ApiUnderTest> {
     REDIS_URL: redisUrl,
     REDIS_PREFIX: prefix,
     LOG_LEVEL: 'debug',
+    // Never the repository's ./data: a test that writes an archive writes it here.
+    BACKUP_DIR: fs.mkdtempSync(path.join(os.tmpdir(), 'taskyard-api-backups-')),
     ...opts.env,
   });
   const logs: string[] = [];

@@ -1,0 +1,65 @@
+import { Router } from 'express';
+import type { Clock } from '../../shared/clock';
+import type { Config } from '../../shared/config';
+import { uuidParamSchema } from '../../shared/contract/common';
+import { createPruningRunBodySchema, pruningRunView } from '../../shared/contract/pruning';
+import type { DatabaseHandle } from '../../shared/db/database';
+import { getPruningRun, type PruningRunRow } from '../../shared/db/pruning-store';
+import { NotFoundError } from '../../shared/errors';
+import type { Logger } from '../../shared/logger';
+import { requestPruningRun } from '../../queues/pruning-producer';
+import type { Queues } from '../../queues/producer';
+import { requireScope } from '../middleware/auth';
+import { idempotency } from '../middleware/idempotency';
+import { methodNotAllowed } from '../middleware/not-found';
+import { validate, validated } from '../middleware/validate';
+
+export interface PruningRouteDeps {
+  config: Config;
+  db: DatabaseHandle;
+  queues: Queues;
+  clock: Clock;
+  logger: Logger;
+  afterCommit?: () => void | Promise<void>;
+}
+
+const createSchemas = { body: createPruningRunBodySchema };
+const oneSchemas = { params: uuidParamSchema };
+
+const location = (id: string) => `/v1/pruning/runs/${id}`;
+const accepted = (row: PruningRunRow) => ({
+  status: 202,
+  body: pruningRunView(row),
+  location: location(row.id),
+});
+
+/** DESIGN.md §5: POST /v1/pruning/runs (write, Idempotency-Key), GET /v1/pruning/runs/:id (read). */
+export function pruningRouter(deps: PruningRouteDeps): Router {
+  const router = Router();
+  const db = deps.db.db;
+  const keyed = idempotency({ db, config: deps.config, clock: deps.clock }, { required: true });
+
+  router
+    .route('/v1/pruning/runs')
+    .post(requireScope('write'), validate(createSchemas), keyed, async (req, res) => {
+      const { body } = validated(req, createSchemas);
+      const { response } = await requestPruningRun(
+        { db, queues: deps.queues, clock: deps.clock, logger: req.log, afterCommit: deps.afterCommit },
+        { dryRun: body.dry_run ?? false, claim: req.idempotency, respond: accepted },
+      );
+      res.status(response.status).location(response.location!).json(response.body);
+    })
+    .all(methodNotAllowed(['POST']));
+
+  router
+    .route('/v1/pruning/runs/:id')
+    .get(requireScope('read'), validate(oneSchemas), async (req, res) => {
+      const { params } = validated(req, oneSchemas);
+      const row = await getPruningRun(db, params.id);
+      if (!row) throw new NotFoundError(`There is no pruning run with id ${params.id}.`);
+      res.json(pruningRunView(row));
+    })
+    .all(methodNotAllowed(['GET']));
+
+  return router;
+}

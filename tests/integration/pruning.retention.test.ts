@@ -1,0 +1,514 @@
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { randomUUID } from 'node:crypto';
+import { Worker } from 'bullmq';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { ManualClock } from '../../shared/clock';
+import { emptyPruneCounts, type PruneCounts, type PruneKind } from '../../shared/db/pruning-store';
+import { createLocks, type Locks } from '../../shared/locks';
+import { createRedis } from '../../shared/redis';
+import { pruningQueue } from '../../queues/pruning';
+import { buildRegistry } from '../../workers/registry';
+import { createWorkerRuntime } from '../../workers/runtime';
+import {
+  createPruningProcessors,
+  runPruning,
+  type PruningProcessorDeps,
+} from '../../workers/processors/pruning';
+import { BACKENDS, startGate, waitFor } from '../helpers/services';
+import { call, expectProblemShape, startApi, type ApiUnderTest } from './api.harness';
+
+/**
+ * Retention pruning on real Redis and each database: exact counts per kind with rows on both
+ * sides of every boundary, dry runs, batches of at most 1,000, interruption and resumption,
+ * backups with their files, BullMQ finished jobs, the busy scope, and the HTTP API.
+ */
+
+const HOUR = 3_600_000;
+const DAY = 24 * HOUR;
+
+describe.each(BACKENDS)('pruning ($backend)', ({ makeUrl }) => {
+  let api: ApiUnderTest;
+  let backupDir: string;
+  let clock: ManualClock;
+  let locks: Locks;
+  let T: number;
+  const cleanups: Array<() => Promise<unknown>> = [];
+
+  beforeEach(async () => {
+    backupDir = fs.mkdtempSync(path.join(os.tmpdir(), 'taskyard-prune-'));
+    clock = new ManualClock('2026-06-01T00:00:00.000Z');
+    T = clock.now().getTime();
+    api = await startApi({
+      databaseUrl: makeUrl('prune'),
+      clock,
+      env: { BACKUP_DIR: backupDir, BACKUP_KEEP_LAST: '2', LOG_LEVEL: 'info' },
+    });
+    locks = createLocks({ redis: api.redis, prefix: api.prefix, logger: api.logger });
+  });
+  afterEach(async () => {
+    for (const c of cleanups.splice(0).reverse()) await c().catch(() => undefined);
+    await api?.close();
+    fs.rmSync(backupDir, { recursive: true, force: true });
+  });
+
+  function deps(extra: Partial<PruningProcessorDeps> = {}): PruningProcessorDeps {
+    return {
+      db: api.db,
+      locks,
+      queues: api.queues,
+      redis: api.redis,
+      config: api.config,
+      clock,
+      ...extra,
+    };
+  }
+
+  const db = () => api.db.db;
+
+  async function newRun(dryRun = false): Promise<string> {
+    const id = randomUUID();
+    await db()
+      .insertInto('pruning_runs')
+      .values({ id, trigger: 'manual', dry_run: dryRun ? 1 : 0, status: 'queued', created_at: T })
+      .execute();
+    return id;
+  }
+  const runRow = (id: string) =>
+    db().selectFrom('pruning_runs').selectAll().where('id', '=', id).executeTakeFirstOrThrow();
+  const prune = async (dryRun = false, extra: Partial<PruningProcessorDeps> = {}) => {
+    const runId = await newRun(dryRun);
+    return runPruning(deps(extra), { runId, dryRun, logger: api.logger });
+  };
+
+  async function idem(
+    n: number,
+    expiresAt: number,
+    state: 'completed' | 'in_flight' = 'completed',
+    lease?: number,
+  ) {
+    const rows = Array.from({ length: n }, () => ({
+      principal_id: 'p1',
+      key: randomUUID(),
+      fingerprint: 'f',
+      state,
+      claim_token: 'c',
+      lease_expires_at: state === 'in_flight' ? (lease ?? null) : null,
+      response_status: state === 'completed' ? 202 : null,
+      response_body: state === 'completed' ? '{}' : null,
+      response_location: null,
+      created_at: expiresAt - DAY,
+      expires_at: expiresAt,
+    }));
+    for (let i = 0; i < rows.length; i += 500) {
+      await db()
+        .insertInto('idempotency_keys')
+        .values(rows.slice(i, i + 500))
+        .execute();
+    }
+  }
+  const countRows = async (
+    table:
+      'idempotency_keys' | 'outbox' | 'probe_samples' | 'simulations' | 'simulation_checkpoints' | 'backups',
+  ) =>
+    Number(
+      (
+        await db()
+          .selectFrom(table)
+          .select((eb) => eb.fn.countAll().as('n'))
+          .executeTakeFirstOrThrow()
+      ).n,
+    );
+
+  /** Rows of every kind on both sides of every boundary. @returns what a run deletes. */
+  async function seedAll(): Promise<PruneCounts> {
+    // Idempotency: expires_at <= now goes, unless an in-flight lease is still valid.
+    await idem(1, T - 1);
+    await idem(1, T); // exactly at expiry: expired
+    await idem(1, T + 1); // kept
+    await idem(1, T - 1, 'in_flight', T + 1_000); // valid lease: kept
+    await idem(1, T - 1, 'in_flight', T - 1); // lapsed lease: goes
+    await idem(1, T, 'in_flight', T); // lapses now: goes
+    // Outbox: dispatched and created more than a day ago.
+    const ob = (created: number, dispatched: number | null) => ({
+      id: randomUUID(),
+      queue: 'backups',
+      job_name: 'create-backup',
+      job_id: randomUUID(),
+      payload: '{}',
+      created_at: created,
+      dispatched_at: dispatched,
+      attempts: 1,
+      last_error: null,
+    });
+    await db()
+      .insertInto('outbox')
+      .values([
+        ob(T - DAY - 1, T - DAY), // goes
+        ob(T - 5 * DAY, T - 5 * DAY), // goes
+        ob(T - DAY, T - DAY), // exactly a day: kept
+        ob(T - 10 * DAY, null), // never dispatched: kept
+        ob(T - HOUR, T - HOUR), // young: kept
+      ])
+      .execute();
+    // Probe samples: older than 7 days.
+    const ps = (checked: number) => ({
+      id: randomUUID(),
+      provider_id: 'prov',
+      run_id: null,
+      ok: 1,
+      status_code: 200,
+      latency_ms: 3,
+      error_class: null,
+      checked_at: checked,
+    });
+    await db()
+      .insertInto('probe_samples')
+      .values([ps(T - 7 * DAY - 1), ps(T - 30 * DAY), ps(T - 7 * DAY), ps(T)])
+      .execute();
+    // Simulations: terminal and finished more than 30 days ago, with their checkpoints.
+    const sim = async (id: string, status: string, finished: number | null, checkpoint: boolean) => {
+      await db()
+        .insertInto('simulations')
+        .values({
+          id,
+          status: status as 'succeeded',
+          scenario: '{}',
+          created_at: T - 60 * DAY,
+          finished_at: finished,
+        })
+        .execute();
+      if (checkpoint) {
+        await db()
+          .insertInto('simulation_checkpoints')
+          .values({
+            simulation_id: id,
+            fence: 1,
+            state: '{}',
+            progress_bp: 5,
+            events: 1,
+            saved_at: T - 50 * DAY,
+          })
+          .execute();
+      }
+    };
+    await sim('old-succeeded', 'succeeded', T - 30 * DAY - 1, true); // goes with checkpoint
+    await sim('old-failed', 'failed', T - 31 * DAY, false); // goes
+    await sim('old-cancelled', 'cancelled', T - 40 * DAY, true); // goes with checkpoint
+    await sim('boundary', 'succeeded', T - 30 * DAY, true); // exactly 30 days: kept
+    await sim('still-running', 'running', T - 40 * DAY, true); // not terminal: kept
+    await sim('queued', 'queued', null, false);
+    // Backups: 4 succeeded (the newest 2 are kept), a failed one, an orphan archive.
+    for (let i = 0; i < 4; i++) {
+      const id = randomUUID();
+      const fileName = `taskyard-backup-${id}.ndjson.gz`;
+      fs.writeFileSync(path.join(backupDir, fileName), `archive ${i}`);
+      await db()
+        .insertInto('backups')
+        .values({
+          id,
+          label: `b${i}`,
+          status: 'succeeded',
+          trigger: 'manual',
+          file_name: fileName,
+          created_at: T - (10 - i) * HOUR,
+          finished_at: T - (10 - i) * HOUR,
+        })
+        .execute();
+    }
+    await db()
+      .insertInto('backups')
+      .values({
+        id: randomUUID(),
+        label: 'failed',
+        status: 'failed',
+        trigger: 'manual',
+        created_at: T - 20 * HOUR,
+        finished_at: T - 20 * HOUR,
+      })
+      .execute();
+    fs.writeFileSync(path.join(backupDir, `taskyard-backup-${randomUUID()}.ndjson.gz`), 'orphan');
+    fs.writeFileSync(path.join(backupDir, 'notes.txt'), 'not an archive');
+    return {
+      ...emptyPruneCounts(),
+      idempotency_keys: 4,
+      outbox: 2,
+      probe_samples: 2,
+      simulations: 3,
+      simulation_checkpoints: 2,
+      backups: 2,
+      backup_files: 1,
+    };
+  }
+
+  /**
+   * Finished BullMQ jobs on both sides of the retention boundary. Queue.clean ages jobs by
+   * their real finish time, so the clock is moved to the boundary plus JOB_RETENTION_HOURS.
+   * @returns jobs a run deletes (3: 2 completed, 1 failed)
+   */
+  async function seedJobs(): Promise<number> {
+    const queue = api.queues.get('noop');
+    const conn = createRedis(api.config.REDIS_URL, 'worker');
+    const worker = new Worker(
+      'noop',
+      async (job) => {
+        if ((job.data as { seq?: number }).seq === 1) throw new Error('planned failure');
+      },
+      { connection: conn, prefix: api.prefix, concurrency: 1 },
+    );
+    cleanups.push(async () => {
+      await worker.close();
+      await conn.quit();
+    });
+    const finished = async (n: number) =>
+      waitFor(async () => (await queue.getJobCountByTypes('completed', 'failed')) === n, {
+        what: `${n} finished jobs`,
+      });
+    const opts = { attempts: 1 };
+    await queue.add('noop', { seq: 0 }, opts);
+    await queue.add('noop', { seq: 1 }, opts);
+    await queue.add('noop', { seq: 2 }, opts);
+    await finished(3);
+    const lastOld = Math.max(
+      ...(await queue.getJobs(['completed', 'failed'])).map((j) => Number(j.finishedOn)),
+    );
+    const boundary = lastOld + 50;
+    await waitFor(() => Date.now() > boundary + 50, { what: 'a clear gap after the boundary' });
+    await queue.add('noop', { seq: 1 }, opts);
+    await queue.add('noop', { seq: 3 }, opts);
+    await finished(5);
+    clock.advance(boundary + api.config.JOB_RETENTION_HOURS * HOUR - clock.now().getTime());
+    T = clock.now().getTime();
+    return 3;
+  }
+
+  const snapshot = async () => ({
+    idempotency_keys: await countRows('idempotency_keys'),
+    outbox: await countRows('outbox'),
+    probe_samples: await countRows('probe_samples'),
+    simulations: await countRows('simulations'),
+    simulation_checkpoints: await countRows('simulation_checkpoints'),
+    backups: await countRows('backups'),
+    files: fs.readdirSync(backupDir).sort(),
+    jobs: await api.queues.get('noop').getJobCountByTypes('completed', 'failed'),
+  });
+
+  it('a dry run reports the exact counts per kind and deletes nothing; the run then deletes exactly those and nothing younger', async () => {
+    const jobs = await seedJobs();
+    const expected = { ...(await seedAll()), jobs };
+    const before = await snapshot();
+
+    const dry = await prune(true);
+    expect(dry).toMatchObject({ status: 'succeeded', counts: expected });
+    expect(await snapshot()).toEqual(before);
+
+    const real = await prune(false);
+    expect(real).toMatchObject({ status: 'succeeded', counts: expected });
+    const row = await runRow(real.run_id);
+    expect(row.status).toBe('succeeded');
+    expect(JSON.parse(row.counts!)).toEqual(expected);
+    expect(Number(row.finished_at)).toBe(T);
+
+    const after = await snapshot();
+    expect(after).toMatchObject({
+      idempotency_keys: 2,
+      outbox: 3,
+      probe_samples: 2,
+      simulations: 3,
+      simulation_checkpoints: 2,
+      backups: 3,
+      jobs: 2,
+    });
+    const left = await db()
+      .selectFrom('idempotency_keys')
+      .select(['expires_at', 'lease_expires_at'])
+      .orderBy('expires_at')
+      .execute();
+    expect(
+      left.map((r) => [
+        Number(r.expires_at),
+        r.lease_expires_at === null ? null : Number(r.lease_expires_at),
+      ]),
+    ).toEqual([
+      [T - 1, T + 1_000],
+      [T + 1, null],
+    ]);
+    const sims = await db().selectFrom('simulations').select('id').orderBy('id').execute();
+    expect(sims.map((s) => s.id)).toEqual(['boundary', 'queued', 'still-running']);
+    const cps = await db()
+      .selectFrom('simulation_checkpoints')
+      .select('simulation_id')
+      .orderBy('simulation_id')
+      .execute();
+    expect(cps.map((c) => c.simulation_id)).toEqual(['boundary', 'still-running']);
+    // The newest two succeeded backups and the failed one stay, each succeeded row with its file.
+    const backups = await db().selectFrom('backups').selectAll().orderBy('finished_at').execute();
+    expect(backups.map((b) => b.label)).toEqual(['failed', 'b2', 'b3']);
+    expect(after.files).toEqual(
+      [...backups.filter((b) => b.file_name).map((b) => b.file_name!), 'notes.txt'].sort(),
+    );
+
+    // Nothing left to do: a second run deletes nothing.
+    expect(await prune(false)).toMatchObject({ status: 'succeeded', counts: emptyPruneCounts() });
+  });
+
+  it('2,500 expired records are deleted in 3 batches of at most 1,000, each reported as progress', async () => {
+    await idem(2_500, T - HOUR);
+    await idem(7, T + HOUR);
+    const batches: Array<{ kind: PruneKind; rows: number }> = [];
+    const r = await prune(false, { onBatch: (b) => void batches.push(b) });
+    expect(batches).toEqual([
+      { kind: 'idempotency_keys', rows: 1000 },
+      { kind: 'idempotency_keys', rows: 1000 },
+      { kind: 'idempotency_keys', rows: 500 },
+    ]);
+    expect(r).toMatchObject({ status: 'succeeded', counts: { idempotency_keys: 2_500 } });
+    expect(await countRows('idempotency_keys')).toBe(7);
+  });
+
+  it('an interrupted run keeps whole batches; its retry and a later run finish with exact counts', async () => {
+    await idem(2_500, T - HOUR);
+    await idem(3, T + HOUR);
+    const runId = await newRun();
+    const controller = new AbortController();
+    const batches: number[] = [];
+    const interrupted = runPruning(
+      deps({
+        onBatch: (b) => {
+          batches.push(b.rows);
+          controller.abort(new Error('interrupted after the first batch'));
+        },
+      }),
+      { runId, dryRun: false, logger: api.logger, signal: controller.signal, finalAttempt: false },
+    );
+    await expect(interrupted).rejects.toThrow('interrupted after the first batch');
+    expect(batches).toEqual([1000]);
+    expect(await countRows('idempotency_keys')).toBe(1_503);
+    const mid = await runRow(runId);
+    expect(mid.status).toBe('running');
+    expect(JSON.parse(mid.counts!)).toMatchObject({ idempotency_keys: 1000 });
+
+    // More rows expire meanwhile; the retry of the same run continues from its stored counts.
+    await idem(200, T);
+    const retried = await runPruning(deps(), { runId, dryRun: false, logger: api.logger });
+    expect(retried).toMatchObject({ status: 'succeeded', counts: { idempotency_keys: 2_700 } });
+    expect(await countRows('idempotency_keys')).toBe(3);
+
+    clock.advance(HOUR);
+    const next = await prune();
+    expect(next).toMatchObject({ status: 'succeeded', counts: { idempotency_keys: 3 } });
+    expect(await countRows('idempotency_keys')).toBe(0);
+  });
+
+  it('a run that finds the pruning scope busy is recorded skipped at once, and the backups part waits for no backup', async () => {
+    await idem(5, T - 1);
+    await seedAll();
+    const held = startGate();
+    const release = startGate();
+    const holder = locks.withSingleRunner('pruning', async () => {
+      held.open();
+      await release.wait();
+    });
+    await held.wait();
+    const skipped = await prune();
+    expect(skipped.status).toBe('skipped');
+    const row = await runRow(skipped.run_id);
+    expect(row).toMatchObject({ status: 'skipped', counts: null, started_at: null });
+    expect(Number(row.finished_at)).toBe(T);
+    expect(await countRows('idempotency_keys')).toBe(11);
+    release.open();
+    await holder;
+
+    // Now a backup holds `backups`: retention is left for the next run, everything else goes.
+    const backupHeld = startGate();
+    const backupRelease = startGate();
+    const backup = locks.withSingleRunner('backups', async () => {
+      backupHeld.open();
+      await backupRelease.wait();
+    });
+    await backupHeld.wait();
+    const files = fs.readdirSync(backupDir).sort();
+    const r = await prune();
+    backupRelease.open();
+    await backup;
+    expect(r).toMatchObject({
+      status: 'succeeded',
+      counts: { idempotency_keys: 9, backups: 0, backup_files: 0 },
+    });
+    expect(fs.readdirSync(backupDir).sort()).toEqual(files);
+    expect(await countRows('backups')).toBe(5);
+    expect(await prune()).toMatchObject({ counts: { backups: 2, backup_files: 1, idempotency_keys: 0 } });
+  });
+
+  it('POST /v1/pruning/runs answers 202 with Location, the worker runs it, and GET shows its counts', async () => {
+    await idem(4, T - 1);
+    const conn = createRedis(api.config.REDIS_URL, 'client');
+    const runtime = createWorkerRuntime({
+      config: api.config,
+      logger: api.logger,
+      queues: [pruningQueue],
+      registry: buildRegistry({
+        pruning: createPruningProcessors(
+          deps({ locks: createLocks({ redis: conn, prefix: api.prefix, logger: api.logger }) }),
+        ),
+      }),
+    });
+    cleanups.push(async () => {
+      await runtime.stop();
+      await conn.quit();
+    });
+    const post = (key: string, body: unknown) =>
+      call(api, '/v1/pruning/runs', {
+        method: 'POST',
+        key: api.keys.write,
+        headers: { 'content-type': 'application/json', 'idempotency-key': key },
+        body: JSON.stringify(body),
+      });
+    const get = (id: string) => call(api, `/v1/pruning/runs/${id}`, { key: api.keys.read });
+
+    expectProblemShape(await post('bad', { dry_run: 'yes' }), 'validation-failed', 400);
+    expectProblemShape(await post('bad-2', { dry_run: true, extra: 1 }), 'validation-failed', 400);
+    expectProblemShape(
+      await call(api, '/v1/pruning/runs', {
+        method: 'POST',
+        key: api.keys.read,
+        headers: { 'idempotency-key': 'r' },
+      }),
+      'forbidden',
+      403,
+    );
+    expectProblemShape(await get(randomUUID()), 'not-found', 404);
+
+    const dry = await post('dry-1', { dry_run: true });
+    expect(dry.status).toBe(202);
+    expect(dry.headers.get('location')).toBe(`/v1/pruning/runs/${dry.body.id}`);
+    expect(dry.body).toMatchObject({ status: 'queued', trigger: 'manual', dry_run: true, counts: null });
+    const replay = await post('dry-1', { dry_run: true });
+    expect(replay.headers.get('idempotent-replayed')).toBe('true');
+    expect(replay.body.id).toBe(dry.body.id);
+
+    await runtime.start();
+    const finished = (id: string) =>
+      waitFor(
+        async () => {
+          const b = (await get(id)).body;
+          return b.status === 'succeeded' || b.status === 'failed' ? b : undefined;
+        },
+        { timeoutMs: 20_000, what: `pruning run ${id} finished` },
+      );
+    const dryDone = await finished(dry.body.id);
+    expect(dryDone).toMatchObject({ status: 'succeeded', dry_run: true, error: null });
+    expect(dryDone.counts).toEqual({ ...emptyPruneCounts(), idempotency_keys: 4 });
+    expect(await countRows('idempotency_keys')).toBe(4 + 1); // + the dry run POST's own record
+
+    const real = await post('real-1', {});
+    expect(real.status).toBe(202);
+    const done = await finished(real.body.id);
+    expect(done).toMatchObject({ status: 'succeeded', trigger: 'manual', dry_run: false, error: null });
+    expect(done.counts.idempotency_keys).toBe(4);
+    expect(done.started_at).toBe(new Date(T).toISOString());
+    expect(done.finished_at).toBe(new Date(T).toISOString());
+    expect(await countRows('idempotency_keys')).toBe(2);
+  });
+});

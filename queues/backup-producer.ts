@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import type { Kysely } from 'kysely';
 import type { Clock } from '../shared/clock';
-import { getBackup, insertBackup, type BackupRow } from '../shared/db/backups-store';
+import { getBackup, insertBackup, insertBackupIfAbsent, type BackupRow } from '../shared/db/backups-store';
 import type { StoredResponse } from '../shared/db/idempotency-store';
 import { insertOutboxRow, type OutboxRow } from '../shared/db/outbox-store';
 import type { Database } from '../shared/db/schema';
@@ -55,6 +55,37 @@ export async function requestBackup(
   deps.logger.info({ backup_id: id, status: 'queued' }, 'backup requested');
   await afterCommitDispatch(deps, outbox);
   return { row, response };
+}
+
+/**
+ * A scheduler tick asks for a backup the way the api does, so every backup runs as
+ * `backup-<id>` and the reconciler can find its job. The id is derived from the tick's job
+ * id, so a retried tick requests the same backup.
+ */
+export async function requestScheduledBackup(deps: ProducerDeps, input: { id: string }): Promise<void> {
+  const now = deps.clock.now().getTime();
+  const outbox = await deps.db.transaction().execute(async (trx) => {
+    const inserted = await insertBackupIfAbsent(trx, {
+      id: input.id,
+      label: null,
+      trigger: 'scheduled',
+      now,
+    });
+    if (!inserted) return undefined;
+    return insertOutboxRow(trx, {
+      queue: 'backups',
+      jobName: 'create-backup',
+      jobId: backupJobId(input.id),
+      payload: { backup_id: input.id, trigger: 'scheduled' },
+      now,
+    });
+  });
+  if (!outbox) return;
+  deps.logger.info(
+    { backup_id: input.id, status: 'queued', trigger: 'scheduled' },
+    'scheduled backup requested',
+  );
+  await dispatchOutboxRow(deps, outbox);
 }
 
 /** Queue a restore drill of a succeeded backup. */

@@ -78,6 +78,10 @@ const schema = z.object({
   SCHEDULE_CHECK_SECONDS: intFrom(1, 3600).default(15),
   /** Only honoured when TASKYARD_ENV=test: a fault point for crash drills. */
   TASKYARD_FAULT: z.enum(['exit-after-commit']).optional(),
+  /** Single-runner lock TTL (auto-extended while work runs): how long a crashed holder blocks its scope. @defaultValue 30000 */
+  LOCK_TTL_MS: intFrom(1000, 600_000).default(30_000),
+  /** How often a running simulation stores a checkpoint. @defaultValue 5000 */
+  SIMULATION_CHECKPOINT_EVERY_MS: intFrom(100, 600_000).default(5_000),
   /** Providers probed at once in one cycle. @defaultValue 16 */
   PROBE_CONCURRENCY: intFrom(1, 10_000).default(16),
   /** Consecutive failures that take a provider from degraded to down. @defaultValue 3 */

@@ -118,7 +118,7 @@ async function main(): Promise<void> {
     // Producer handles for every queue: the relay, the reconciler and the schedule sync
     // enqueue into queues this process may not consume.
     producers = createQueues(enabledQueues(config), redis, config.REDIS_PREFIX, logger);
-    const locks = createLocks({ redis, prefix: config.REDIS_PREFIX, logger });
+    const locks = createLocks({ redis, prefix: config.REDIS_PREFIX, logger, ttlMs: config.LOCK_TTL_MS });
     const runtime = createWorkerRuntime({
       config,
       logger,

@@ -1,5 +1,6 @@
 import { backupsClient, type BackupsClient } from './backups';
 import { createHttpClient, type HttpClient, type HttpClientOptions } from './http-client';
+import { simulationsClient, type SimulationsClient } from './simulations';
 
 /**
  * The typed taskyard HTTP client (DESIGN.md §2), used by the CLI and the e2e tests.
@@ -11,7 +12,7 @@ import { createHttpClient, type HttpClient, type HttpClientOptions } from './htt
  */
 export type ClientOptions = HttpClientOptions;
 
-export interface TaskyardClient extends BackupsClient {
+export interface TaskyardClient extends BackupsClient, SimulationsClient {
   /** The transport, for routes the typed methods do not cover yet. */
   readonly http: HttpClient;
 }
@@ -23,10 +24,16 @@ export interface TaskyardClient extends BackupsClient {
  */
 export function createClient(opts: ClientOptions): TaskyardClient {
   const http = createHttpClient(opts);
-  return { http, ...backupsClient(http) };
+  return { http, ...backupsClient(http), ...simulationsClient(http) };
 }
 
 export { backupPageSchema, backupViewSchema, chooseIdempotencyKey } from './backups';
+export {
+  sameScenario,
+  simulationViewSchema,
+  type SimulationViewBody,
+  type StartSimulationRequest,
+} from './simulations';
 export type {
   BackupPage,
   BackupsClient,

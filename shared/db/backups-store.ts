@@ -44,16 +44,17 @@ export async function insertBackup(
   return row;
 }
 
-/** Insert unless a backup with this id exists (scheduled runs: one row per scheduler tick). */
+/** Insert unless a backup with this id exists (scheduled runs: one row per scheduler tick). @returns whether it inserted. */
 export async function insertBackupIfAbsent(
   db: Kysely<Database>,
   b: { id: string; label: string | null; trigger: 'manual' | 'scheduled'; now: number },
-): Promise<void> {
-  await db
+): Promise<boolean> {
+  const r = await db
     .insertInto('backups')
     .values({ id: b.id, label: b.label, status: 'queued', trigger: b.trigger, created_at: b.now })
     .onConflict((oc) => oc.column('id').doNothing())
-    .execute();
+    .executeTakeFirst();
+  return Number(r.numInsertedOrUpdatedRows ?? 0) === 1;
 }
 
 export async function getBackup(db: Kysely<Database>, id: string): Promise<BackupRow | undefined> {

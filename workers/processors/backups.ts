@@ -10,13 +10,13 @@ import {
   failBackupRun,
   finishBackupVerification,
   getBackup,
-  insertBackupIfAbsent,
   noteBackupAttemptError,
   startBackupRun,
   startBackupVerification,
   succeededBackupsBeyond,
 } from '../../shared/db/backups-store';
 import type { DatabaseHandle } from '../../shared/db/database';
+import { countSucceededBackupsBeyond } from '../../shared/db/pruning-store';
 import type { Migration } from '../../shared/db/migrate';
 import { verifyBackupArchive } from '../../shared/db/restore';
 import { deterministicUuid } from '../../shared/deterministic-uuid';
@@ -24,6 +24,8 @@ import { LockBusyError, StaleFenceError, toError } from '../../shared/errors';
 import type { Locks, SingleRunnerContext } from '../../shared/locks';
 import type { Logger } from '../../shared/logger';
 import type { JobContext, JobProcessor } from '../registry';
+import { requestScheduledBackup } from '../../queues/backup-producer';
+import type { Queues } from '../../queues/producer';
 
 export interface BackupProcessorDeps {
   db: DatabaseHandle;
@@ -32,6 +34,7 @@ export interface BackupProcessorDeps {
   config: Pick<Config, 'BACKUP_DIR' | 'BACKUP_KEEP_LAST'>;
   clock: Clock;
   migrations: readonly Migration[];
+  queues: Queues;
 }
 
 /** A backup that finds the `backups` scope busy waits this long, delayed (not failed), then tries again. */
@@ -94,10 +97,16 @@ export function createBackupProcessors(deps: BackupProcessorDeps): Record<string
     job,
     ctx,
   ) => {
-    const id = job.data.backup_id ?? deterministicUuid('taskyard-scheduled-backup', String(job.id));
     if (!job.data.backup_id) {
-      await insertBackupIfAbsent(db, { id, label: null, trigger: job.data.trigger, now: now() });
+      // A scheduler tick: request the backup (row + outbox, then enqueue) and finish.
+      const id = deterministicUuid('taskyard-scheduled-backup', String(job.id));
+      await requestScheduledBackup(
+        { db, queues: deps.queues, clock: deps.clock, logger: ctx.logger },
+        { id },
+      );
+      return { backup_id: id, requested: true };
     }
+    const id = job.data.backup_id;
     const log = ctx.logger.child({ backup_id: id });
     return underBackupsLock(deps, job, ctx, async (lock) => {
       const started = await startFenced(
@@ -137,7 +146,7 @@ export function createBackupProcessors(deps: BackupProcessorDeps): Record<string
           { scope: lock.scope, fence: lock.fence, status: 'succeeded', size_bytes: archive.sizeBytes },
           'backup succeeded',
         );
-        await applyRetention(deps, log);
+        await applyBackupRetention(deps, log);
         return { backup_id: id, size_bytes: archive.sizeBytes, sha256: archive.sha256 };
       } catch (err) {
         const e = toError(err);
@@ -212,21 +221,43 @@ function sortKeys(o: Record<string, unknown>): Record<string, unknown> {
  * Keep the newest BACKUP_KEEP_LAST succeeded backups. Runs under the `backups` lock, so no
  * archive is being written meanwhile. The row goes first, then the file: a crash between
  * them leaves an archive without a row, never a row without its archive, and orphaned
- * archives (no row with their id) are swept on every run.
+ * archives (no row with their id) are swept on every run. Also used by the prune job,
+ * which takes the `backups` lock for it.
+ * @param opts.dryRun count what would go, delete nothing. @defaultValue false
+ * @returns backup rows (with their files) deleted, and orphaned archives swept
  */
-async function applyRetention(deps: BackupProcessorDeps, log: Logger): Promise<void> {
+export async function applyBackupRetention(
+  deps: { db: DatabaseHandle; config: Pick<Config, 'BACKUP_DIR' | 'BACKUP_KEEP_LAST'> },
+  log: Logger,
+  opts: { dryRun?: boolean; signal?: AbortSignal } = {},
+): Promise<{ backups: number; orphanFiles: number }> {
   const db = deps.db.db;
   const dir = deps.config.BACKUP_DIR;
-  for (const row of await succeededBackupsBeyond(db, deps.config.BACKUP_KEEP_LAST)) {
-    await deleteBackupRow(db, row.id);
-    if (row.file_name) await fs.rm(path.join(dir, path.basename(row.file_name)), { force: true });
-    log.info({ backup_id: row.id, status: 'deleted' }, 'backup removed by retention');
+  let backups = 0;
+  let orphanFiles = 0;
+  if (opts.dryRun) {
+    backups = await countSucceededBackupsBeyond(db, deps.config.BACKUP_KEEP_LAST);
+  } else {
+    for (;;) {
+      const rows = await succeededBackupsBeyond(db, deps.config.BACKUP_KEEP_LAST);
+      for (const row of rows) {
+        opts.signal?.throwIfAborted();
+        await deleteBackupRow(db, row.id);
+        if (row.file_name) await fs.rm(path.join(dir, path.basename(row.file_name)), { force: true });
+        backups++;
+        log.info({ backup_id: row.id, status: 'deleted' }, 'backup removed by retention');
+      }
+      if (rows.length === 0) break;
+    }
   }
   for (const name of await fs.readdir(dir).catch(() => [] as string[])) {
     const m = ARCHIVE_NAME.exec(name);
     if (m && !(await getBackup(db, m[1]!))) {
+      orphanFiles++;
+      if (opts.dryRun) continue;
       await fs.rm(path.join(dir, name), { force: true });
       log.info({ file: name }, 'orphaned backup archive removed');
     }
   }
+  return { backups, orphanFiles };
 }

@@ -1,6 +1,17 @@
 import type { Clock } from '../../shared/clock';
 import type { Config } from '../../shared/config';
-import { listUnfinishedBackups } from '../../shared/db/backups-store';
+import {
+  failBackupRun,
+  finishBackupVerification,
+  getBackup,
+  listUnfinishedBackups,
+} from '../../shared/db/backups-store';
+import {
+  failSimulationRun,
+  getSimulation,
+  listUnfinishedSimulations,
+} from '../../shared/db/simulations-store';
+import { simulationJobId } from '../../queues/simulation-producer';
 import type { DatabaseHandle } from '../../shared/db/database';
 import { listUndispatchedOutbox } from '../../shared/db/outbox-store';
 import { LockBusyError } from '../../shared/errors';
@@ -69,49 +80,118 @@ export function createMaintenanceProcessors(deps: MaintenanceDeps): Record<strin
       return { dispatched, failed };
     });
 
+  /**
+   * One resource whose job should exist. A missing job is re-enqueued (deterministic id: a
+   * no-op if it raced back). A job that failed for good while the resource is still queued
+   * or running (the processor could not record it, e.g. it lost its lock on the last
+   * attempt) settles the resource as failed, compare-and-set on the fence it holds now.
+   */
+  async function reconcileOne(
+    ctx: JobContext,
+    r: { queue: string; jobName: string; jobId: string; payload: unknown; resource: string },
+    failStuck: (error: string) => Promise<boolean>,
+  ): Promise<'requeued' | 'failed' | 'ok'> {
+    const job = await deps.queues.get(r.queue).getJob(r.jobId);
+    if (!job) {
+      await deps.queues.add(r.queue, r.jobName, r.payload, r.jobId);
+      ctx.logger.info(
+        { queue: r.queue, job_id: r.jobId, resource: r.resource },
+        'reconciler re-enqueued work whose job was gone',
+      );
+      return 'requeued';
+    }
+    const final = job.attemptsMade >= (job.opts.attempts ?? 1);
+    if (final && (await job.getState()) === 'failed') {
+      const error = `job failed for good: ${job.failedReason || 'unknown reason'}`;
+      if (await failStuck(error)) {
+        ctx.logger.info(
+          { queue: r.queue, job_id: r.jobId, resource: r.resource, status: 'failed' },
+          'reconciler settled work whose job had failed',
+        );
+        return 'failed';
+      }
+    }
+    return 'ok';
+  }
+
   const reconcile: JobProcessor = (_job, ctx) =>
     singleRunner(deps, ctx, async () => {
-      const backups = deps.queues.get('backups');
-      let requeued = 0;
-      const rows = await listUnfinishedBackups(db, {
-        createdBefore: now() - deps.config.RECONCILE_AFTER_MS,
-        limit: 1000,
-      });
-      for (const row of rows) {
+      const counts = { checked: 0, requeued: 0, failed: 0 };
+      const tally = (o: 'requeued' | 'failed' | 'ok') => {
+        counts.checked++;
+        if (o !== 'ok') counts[o]++;
+      };
+      const createdBefore = now() - deps.config.RECONCILE_AFTER_MS;
+      for (const row of await listUnfinishedBackups(db, { createdBefore, limit: 1000 })) {
         if (row.status === 'queued' || row.status === 'running') {
-          const jobId = backupJobId(row.id);
-          if (!(await backups.getJob(jobId))) {
-            await deps.queues.add(
-              'backups',
-              'create-backup',
-              { backup_id: row.id, trigger: row.trigger },
-              jobId,
-            );
-            ctx.logger.info(
-              { backup_id: row.id, job_id: jobId, status: row.status },
-              'reconciler re-enqueued a backup whose job was gone',
-            );
-            requeued++;
-          }
+          tally(
+            await reconcileOne(
+              ctx,
+              {
+                queue: 'backups',
+                jobName: 'create-backup',
+                jobId: backupJobId(row.id),
+                payload: { backup_id: row.id, trigger: row.trigger },
+                resource: `backup:${row.id}`,
+              },
+              async (error) => {
+                const current = await getBackup(db, row.id);
+                return current
+                  ? failBackupRun(db, { id: row.id, fence: Number(current.fence), now: now(), error })
+                  : false;
+              },
+            ),
+          );
         }
         if ((row.verify_status === 'queued' || row.verify_status === 'running') && row.verify_job_id) {
-          if (!(await backups.getJob(row.verify_job_id))) {
-            const verificationId = row.verify_job_id.slice(`verify-${row.id}-`.length) || row.verify_job_id;
-            await deps.queues.add(
-              'backups',
-              'verify-backup',
-              { backup_id: row.id, verification_id: verificationId },
-              row.verify_job_id,
-            );
-            ctx.logger.info(
-              { backup_id: row.id, job_id: row.verify_job_id },
-              'reconciler re-enqueued a verification whose job was gone',
-            );
-            requeued++;
-          }
+          const verificationId = row.verify_job_id.slice(`verify-${row.id}-`.length) || row.verify_job_id;
+          tally(
+            await reconcileOne(
+              ctx,
+              {
+                queue: 'backups',
+                jobName: 'verify-backup',
+                jobId: row.verify_job_id,
+                payload: { backup_id: row.id, verification_id: verificationId },
+                resource: `backup-verify:${row.id}`,
+              },
+              async (error) => {
+                const current = await getBackup(db, row.id);
+                if (!current) return false;
+                return finishBackupVerification(db, {
+                  id: row.id,
+                  fence: Number(current.fence),
+                  passed: false,
+                  error,
+                  now: now(),
+                });
+              },
+            ),
+          );
         }
       }
-      return { checked: rows.length, requeued };
+      for (const row of await listUnfinishedSimulations(db, { createdBefore, limit: 1000 })) {
+        tally(
+          await reconcileOne(
+            ctx,
+            {
+              queue: 'simulations',
+              jobName: 'run-simulation',
+              jobId: simulationJobId(row.id),
+              payload: { simulation_id: row.id },
+              resource: `simulation:${row.id}`,
+            },
+            async (error) => {
+              const current = await getSimulation(db, row.id);
+              return current
+                ? failSimulationRun(db, { id: row.id, fence: Number(current.fence), now: now(), error })
+                : false;
+            },
+          ),
+        );
+      }
+      if (counts.requeued + counts.failed > 0) ctx.logger.info(counts, 'reconcile finished');
+      return counts;
     });
 
   return { 'relay-outbox': relayOutbox, reconcile };

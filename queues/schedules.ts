@@ -23,7 +23,7 @@ export interface ScheduleDefinition {
 }
 
 /**
- * The pruning (1 h) and probes (30 s) schedules join this list with their processors: a
+ * Defaults of DESIGN.md §4.5. A schedule is listed only once its queue has a processor: a
  * scheduler feeding a queue nobody consumes would only pile up jobs.
  */
 export const SCHEDULES: readonly ScheduleDefinition[] = Object.freeze([
@@ -33,6 +33,22 @@ export const SCHEDULES: readonly ScheduleDefinition[] = Object.freeze([
     jobName: 'create-backup',
     data: { trigger: 'scheduled' },
     everyMs: 24 * 3_600_000,
+    editable: true,
+  },
+  {
+    name: 'probes',
+    queue: 'probes',
+    jobName: 'probe-cycle',
+    data: {},
+    everyMs: 30_000,
+    editable: true,
+  },
+  {
+    name: 'pruning',
+    queue: 'pruning',
+    jobName: 'prune',
+    data: { dry_run: false },
+    everyMs: 3_600_000,
     editable: true,
   },
   {

@@ -30,18 +30,29 @@ describe.each(BACKENDS)('GET/PUT /v1/schedules ($backend)', ({ makeUrl }) => {
       body: JSON.stringify(body),
     });
 
-  it('lists the backup schedule with its default interval', async () => {
+  it('lists the backup and probes schedules with their default intervals', async () => {
     const r = await call(api, '/v1/schedules', { key: api.keys.read });
     expect(r.status).toBe(200);
-    expect(r.body.items).toEqual([
-      expect.objectContaining({
-        name: 'backup',
-        queue: 'backups',
-        enabled: true,
-        every_ms: 86_400_000,
-        cron: null,
-      }),
-    ]);
+    // Other features add their schedules to the list too: check ours are in it.
+    expect(r.body.items).toEqual(
+      expect.arrayContaining([
+        expect.objectContaining({
+          name: 'backup',
+          queue: 'backups',
+          enabled: true,
+          every_ms: 86_400_000,
+          cron: null,
+        }),
+        expect.objectContaining({
+          name: 'probes',
+          queue: 'probes',
+          job: 'probe-cycle',
+          enabled: true,
+          every_ms: 30_000,
+          cron: null,
+        }),
+      ]),
+    );
   });
 
   it.each([
@@ -61,7 +72,7 @@ describe.each(BACKENDS)('GET/PUT /v1/schedules ($backend)', ({ makeUrl }) => {
   it('an unknown schedule is 404 naming the known ones; a write key gets 403', async () => {
     const r = await put('nightly', { every_ms: 5000 });
     expectProblemShape(r, 'not-found', 404);
-    expect(r.body.schedules).toEqual(['backup']);
+    expect(r.body.schedules).toEqual(expect.arrayContaining(['backup', 'probes']));
     expectProblemShape(await put('backup', { every_ms: 5000 }, api.keys.write), 'forbidden', 403);
   });
 

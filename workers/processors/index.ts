@@ -5,6 +5,12 @@ import type { Logger } from '../../shared/logger';
 import { buildRegistry, type ProcessorRegistry } from '../registry';
 import { createNoopProcessor } from './noop';
 import { createBackupProcessors } from './backups';
+import { createPruningProcessors } from './pruning';
+import { pruningQueue } from '../../queues/pruning';
+import { createProbeProcessors } from './probes';
+import { probesQueue } from '../../queues/probes';
+import { createSimulationProcessors } from './simulations';
+import { simulationsQueue } from '../../queues/simulations';
 import { createMaintenanceProcessors } from './maintenance';
 import { maintenanceQueue } from '../../queues/maintenance';
 import type { Queues } from '../../queues/producer';
@@ -30,14 +36,17 @@ export interface ProcessorDeps {
   queues: Queues;
 }
 
-/**
- * Every processor, by queue and job name. A queue without processors here is not consumed
- * by the runtime (simulations, pruning and probes get theirs with their features).
- */
+/** Every processor, by queue and job name; the runtime consumes the queues it is given. */
 export function buildProcessors(deps: ProcessorDeps): ProcessorRegistry {
   return buildRegistry({
     [noopQueue.name]: { noop: createNoopProcessor(deps) },
     [backupsQueue.name]: createBackupProcessors({ ...deps, databaseUrl: deps.config.DATABASE_URL }),
     [maintenanceQueue.name]: createMaintenanceProcessors(deps),
+    [pruningQueue.name]: createPruningProcessors(deps),
+    [probesQueue.name]: createProbeProcessors(deps),
+    [simulationsQueue.name]: createSimulationProcessors({
+      ...deps,
+      checkpointEveryMs: deps.config.SIMULATION_CHECKPOINT_EVERY_MS,
+    }),
   });
 }

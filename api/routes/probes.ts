@@ -1,0 +1,61 @@
+import { Router } from 'express';
+import type { Clock } from '../../shared/clock';
+import type { Config } from '../../shared/config';
+import { uuidParamSchema } from '../../shared/contract/common';
+import { createProbeRunBodySchema, probeRunView } from '../../shared/contract/providers';
+import type { DatabaseHandle } from '../../shared/db/database';
+import { getProbeRun, type ProbeRunRow } from '../../shared/db/probe-runs-store';
+import { NotFoundError } from '../../shared/errors';
+import type { Logger } from '../../shared/logger';
+import { requestProbeRun } from '../../queues/probe-producer';
+import type { Queues } from '../../queues/producer';
+import { requireScope } from '../middleware/auth';
+import { idempotency } from '../middleware/idempotency';
+import { methodNotAllowed } from '../middleware/not-found';
+import { validate, validated } from '../middleware/validate';
+
+export interface ProbesRouteDeps {
+  config: Config;
+  db: DatabaseHandle;
+  queues: Queues;
+  clock: Clock;
+  logger: Logger;
+  afterCommit?: () => void | Promise<void>;
+}
+
+const createSchemas = { body: createProbeRunBodySchema };
+const oneSchemas = { params: uuidParamSchema };
+
+const location = (id: string) => `/v1/probes/runs/${id}`;
+const accepted = (row: ProbeRunRow) => ({ status: 202, body: probeRunView(row), location: location(row.id) });
+
+/** POST /v1/probes/runs (write, Idempotency-Key): a probe cycle now. GET /v1/probes/runs/:id (read). */
+export function probesRouter(deps: ProbesRouteDeps): Router {
+  const router = Router();
+  const db = deps.db.db;
+  const keyed = idempotency({ db, config: deps.config, clock: deps.clock }, { required: true });
+
+  router
+    .route('/v1/probes/runs')
+    .post(requireScope('write'), validate(createSchemas), keyed, async (req, res) => {
+      validated(req, createSchemas);
+      const { response } = await requestProbeRun(
+        { db, queues: deps.queues, clock: deps.clock, logger: req.log, afterCommit: deps.afterCommit },
+        { claim: req.idempotency, respond: accepted },
+      );
+      res.status(response.status).location(response.location!).json(response.body);
+    })
+    .all(methodNotAllowed(['POST']));
+
+  router
+    .route('/v1/probes/runs/:id')
+    .get(requireScope('read'), validate(oneSchemas), async (req, res) => {
+      const { params } = validated(req, oneSchemas);
+      const row = await getProbeRun(db, params.id);
+      if (!row) throw new NotFoundError(`There is no probe run with id ${params.id}.`);
+      res.json(probeRunView(row));
+    })
+    .all(methodNotAllowed(['GET']));
+
+  return router;
+}

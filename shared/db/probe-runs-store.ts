@@ -113,3 +113,19 @@ export async function skipProbeRun(db: Kysely<Database>, a: { id: string; now: n
     .executeTakeFirst();
   return Number(r.numUpdatedRows) === 1;
 }
+
+/** Manual runs not finished and older than `createdBefore`, for the reconciler. */
+export async function listUnfinishedManualProbeRuns(
+  db: Kysely<Database>,
+  opts: { createdBefore: number; limit: number },
+): Promise<Array<{ id: string; status: string; fence: number }>> {
+  return db
+    .selectFrom('probe_runs')
+    .select(['id', 'status', 'fence'])
+    .where('trigger', '=', 'manual')
+    .where('status', 'in', ['queued', 'running'])
+    .where('created_at', '<=', opts.createdBefore)
+    .orderBy('created_at')
+    .limit(opts.limit)
+    .execute();
+}

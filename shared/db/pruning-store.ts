@@ -370,3 +370,19 @@ export async function skipPruningRun(db: Kysely<Database>, a: { id: string; now:
     .executeTakeFirst();
   return Number(r.numUpdatedRows) === 1;
 }
+
+/** Manual runs not finished and older than `createdBefore`, for the reconciler. */
+export async function listUnfinishedManualPruningRuns(
+  db: Kysely<Database>,
+  opts: { createdBefore: number; limit: number },
+): Promise<Array<{ id: string; status: string; dry_run: number; fence: number }>> {
+  return db
+    .selectFrom('pruning_runs')
+    .select(['id', 'status', 'dry_run', 'fence'])
+    .where('trigger', '=', 'manual')
+    .where('status', 'in', ['queued', 'running'])
+    .where('created_at', '<=', opts.createdBefore)
+    .orderBy('created_at')
+    .limit(opts.limit)
+    .execute();
+}

@@ -12,6 +12,10 @@ import {
   listUnfinishedSimulations,
 } from '../../shared/db/simulations-store';
 import { simulationJobId } from '../../queues/simulation-producer';
+import { finishProbeRun, listUnfinishedManualProbeRuns } from '../../shared/db/probe-runs-store';
+import { failPruningRun, listUnfinishedManualPruningRuns } from '../../shared/db/pruning-store';
+import { probeRunJobId } from '../../queues/probe-producer';
+import { pruneJobId } from '../../queues/pruning-producer';
 import type { DatabaseHandle } from '../../shared/db/database';
 import { listUndispatchedOutbox } from '../../shared/db/outbox-store';
 import { LockBusyError } from '../../shared/errors';
@@ -187,6 +191,48 @@ export function createMaintenanceProcessors(deps: MaintenanceDeps): Record<strin
                 ? failSimulationRun(db, { id: row.id, fence: Number(current.fence), now: now(), error })
                 : false;
             },
+          ),
+        );
+      }
+      // Manual probe and pruning runs (scheduled ones are the scheduler's own ticks: the
+      // next tick replaces a lost one).
+      for (const row of await listUnfinishedManualProbeRuns(db, { createdBefore, limit: 1000 })) {
+        tally(
+          await reconcileOne(
+            ctx,
+            {
+              queue: 'probes',
+              jobName: 'probe-cycle',
+              jobId: probeRunJobId(row.id),
+              payload: { run_id: row.id },
+              resource: `probe-run:${row.id}`,
+            },
+            async (error) =>
+              row.status === 'running' &&
+              finishProbeRun(db, {
+                id: row.id,
+                fence: Number(row.fence),
+                now: now(),
+                status: 'failed',
+                probed: 0,
+                failed: 0,
+                error,
+              }),
+          ),
+        );
+      }
+      for (const row of await listUnfinishedManualPruningRuns(db, { createdBefore, limit: 1000 })) {
+        tally(
+          await reconcileOne(
+            ctx,
+            {
+              queue: 'pruning',
+              jobName: 'prune',
+              jobId: pruneJobId(row.id),
+              payload: { run_id: row.id, dry_run: row.dry_run === 1 },
+              resource: `pruning-run:${row.id}`,
+            },
+            (error) => failPruningRun(db, { id: row.id, fence: Number(row.fence), now: now(), error }),
           ),
         );
       }

@@ -1,0 +1,117 @@
+import { randomUUID } from 'node:crypto';
+import { Worker, type Job } from 'bullmq';
+import { createRedis } from '../../shared/redis';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createLogger } from '../../shared/logger';
+import { createLocks } from '../../shared/locks';
+import { systemClock } from '../../shared/clock';
+import { insertBackup, getBackup } from '../../shared/db/backups-store';
+import { insertSimulationIfAbsent } from '../../shared/db/simulations-store';
+import { insertProbeRun } from '../../shared/db/probe-runs-store';
+import { insertPruningRun } from '../../shared/db/pruning-store';
+import { createMaintenanceProcessors } from '../../workers/processors/maintenance';
+import type { JobContext } from '../../workers/registry';
+import { BACKENDS } from '../helpers/services';
+import { startApi, type ApiUnderTest } from './api.harness';
+
+/**
+ * The reconciler (DESIGN.md §4.6) against real Redis and each database: work whose job is
+ * gone is re-enqueued under its deterministic id; work whose job failed for good is settled.
+ */
+describe.each(BACKENDS)('reconciler ($backend)', ({ makeUrl }) => {
+  let api: ApiUnderTest;
+  const logger = createLogger({ level: 'silent' });
+  const ctx: JobContext = { signal: new AbortController().signal, token: undefined, logger };
+  let reconcile: (job: Job, ctx: JobContext) => Promise<unknown>;
+
+  beforeAll(async () => {
+    api = await startApi({ databaseUrl: makeUrl('reconcile'), env: { RECONCILE_AFTER_MS: '0' } });
+    const processors = createMaintenanceProcessors({
+      db: api.db,
+      queues: api.queues,
+      locks: createLocks({ redis: api.redis, prefix: api.prefix, logger }),
+      clock: systemClock,
+      logger,
+      config: api.config,
+    });
+    reconcile = processors.reconcile!;
+  });
+  afterAll(async () => {
+    await api?.close();
+  });
+
+  const now = () => Date.now() - 1000;
+
+  it('re-enqueues a backup, a simulation, a manual probe run and a manual pruning run whose jobs are gone, once', async () => {
+    const backupId = randomUUID();
+    await insertBackup(api.db.db, { id: backupId, label: null, trigger: 'manual', now: now() });
+    await insertSimulationIfAbsent(api.db.db, {
+      id: 'rec-sim-1',
+      scenarioJson: JSON.stringify({
+        arrival: { process: 'constant', rate_per_s: 1 },
+        service: { distribution: 'constant', mean_ms: 1 },
+        servers: 1,
+        customers: 1,
+        seed: 1,
+      }),
+      createdBy: null,
+      now: now(),
+    });
+    const probeRun = await insertProbeRun(api.db.db, { id: randomUUID(), trigger: 'manual', now: now() });
+    const pruneRun = await insertPruningRun(api.db.db, {
+      id: randomUUID(),
+      trigger: 'manual',
+      dryRun: true,
+      now: now(),
+    });
+
+    const first = (await reconcile({} as Job, ctx)) as { requeued: number };
+    expect(first.requeued).toBe(4);
+    expect(await api.queues.get('backups').getJob(`backup-${backupId}`)).toBeDefined();
+    expect(await api.queues.get('simulations').getJob('sim-rec-sim-1')).toBeDefined();
+    expect(await api.queues.get('probes').getJob(`probe-run-${probeRun.id}`)).toBeDefined();
+    const prune = await api.queues.get('pruning').getJob(`prune-${pruneRun.id}`);
+    expect(prune?.data).toEqual({ run_id: pruneRun.id, dry_run: true });
+
+    // The jobs exist now: a second pass changes nothing.
+    const second = (await reconcile({} as Job, ctx)) as { requeued: number; failed: number };
+    expect(second).toMatchObject({ requeued: 0, failed: 0 });
+  });
+
+  it('settles a backup as failed when its job failed for good while the row still says running', async () => {
+    const id = randomUUID();
+    await insertBackup(api.db.db, { id, label: null, trigger: 'manual', now: now() });
+    await api.db.db
+      .updateTable('backups')
+      .set({ status: 'running', fence: 3 })
+      .where('id', '=', id)
+      .execute();
+    const queue = api.queues.get('backups');
+    // Only this test's job in the queue, so the worker below takes exactly it.
+    await queue.obliterate({ force: true });
+    await queue.add(
+      'create-backup',
+      { backup_id: id, trigger: 'manual' },
+      { jobId: `backup-${id}`, attempts: 1 },
+    );
+    // Fail it the way a worker would after its last attempt.
+    const job = (await queue.getJob(`backup-${id}`))!;
+    const token = 'test-token';
+    const connection = createRedis(api.config.REDIS_URL, 'worker');
+    const w = new Worker('backups', null, { connection, prefix: api.prefix });
+    try {
+      const taken = await w.getNextJob(token);
+      expect(taken?.id).toBe(job.id);
+      await taken!.moveToFailed(new Error('disk full'), token, false);
+    } finally {
+      await w.close();
+      connection.disconnect();
+    }
+
+    const r = (await reconcile({} as Job, ctx)) as { failed: number };
+    expect(r.failed).toBeGreaterThanOrEqual(1);
+    const row = await getBackup(api.db.db, id);
+    expect(row).toMatchObject({ status: 'failed' });
+    expect(row?.error).toMatch(/job failed for good: disk full/);
+  });
+});

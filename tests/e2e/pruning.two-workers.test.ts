@@ -127,9 +127,14 @@ describe.each(BACKENDS)('pruning with two worker processes ($backend)', ({ makeU
     expect(Number(left.n)).toBe(0);
 
     // One process ran it, the other skipped: each took one of the two jobs.
+    // The rows are written before the log lines reach our end of the pipes: wait for both.
     const said = (msg: string) => workers.filter((w) => w.logs.some((l) => l.msg === msg)).length;
-    expect(said('pruning run succeeded')).toBe(1);
-    expect(said('pruning scope busy: run skipped')).toBe(1);
+    await waitFor(
+      () => said('pruning run succeeded') === 1 && said('pruning scope busy: run skipped') === 1,
+      {
+        what: 'one worker ran and the other skipped',
+      },
+    );
     await waitFor(async () => (await queue.getJobCountByTypes('completed')) === 2, {
       what: 'both jobs completed',
     });

@@ -7,7 +7,8 @@ export interface Figure {
   name: string;
   value: number;
   unit: string;
-  reference: { name: string; value: number };
+  /** Absent for a figure with nothing to compare against (e.g. a rate measured on its own). */
+  reference?: { name: string; value: number };
   /** value / reference must be at least this; absent for an informational figure (e.g. latency). */
   targetRatio?: number;
   notes?: string;
@@ -33,6 +34,10 @@ export function renderResults(
       '| --- | --- | --- | --- | --- | --- | --- |',
     );
     for (const f of s.figures) {
+      if (f.reference === undefined) {
+        lines.push(`| ${f.name} | ${fmt(f.value)} ${f.unit} | — | — | — | — | — |`);
+        continue;
+      }
       const ratio = f.value / f.reference.value;
       lines.push(
         `| ${f.name} | ${fmt(f.value)} ${f.unit} | ${f.reference.name} | ${fmt(f.reference.value)} ${f.unit} | ${ratio.toFixed(2)} | ${target(f.targetRatio)} | ${met(ratio, f.targetRatio)} |`,

@@ -4,8 +4,8 @@
  * For each backend: a migrated database with BENCH_PRUNE_ROWS (default 1,000,000) expired
  * idempotency records; the api runs as its own process (`api/server.ts`) and autocannon sends
  * authenticated `GET /v1/pruning/runs/:id` (auth + one read per request) for
- * BENCH_PRUNE_BASELINE_S seconds without pruning, then again while this process runs the
- * prune job's code (`runPruning`, the same as a worker) over all the rows.
+ * BENCH_PRUNE_BASELINE_S seconds without pruning, then again while the
+ * prune job in a real worker process (`workers/main.ts --queues pruning`) over all the rows.
  * Figures: rows/s, api p99 without and during pruning, and their ratio (target ≤ 2).
  *
  * Run: `node --import tsx bench/pruning.ts [sqlite|postgres ...]` (both by default).
@@ -24,13 +24,11 @@ import { loadMigrations } from '../migrations/index';
 import { loadConfig } from '../shared/config';
 import { createDatabase } from '../shared/db/database';
 import { migrateToLatest } from '../shared/db/migrate';
-import { systemClock } from '../shared/clock';
-import { createLocks } from '../shared/locks';
 import { createLogger } from '../shared/logger';
 import { createRedis, deleteKeysWithPrefix } from '../shared/redis';
 import { createQueues } from '../queues/producer';
 import { enabledQueues } from '../queues/registry';
-import { runPruning } from '../workers/processors/pruning';
+import { storeSchedule } from '../queues/schedules';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const ROWS = Number(process.env.BENCH_PRUNE_ROWS ?? 1_000_000);
@@ -88,23 +86,29 @@ async function seedPostgres(url: string, rows: number, expiresAt: number): Promi
   }
 }
 
-async function startApiProcess(env: NodeJS.ProcessEnv): Promise<{ child: ChildProcess; url: string }> {
-  const child = spawn(process.execPath, ['--import', 'tsx', 'api/server.ts'], {
+/** Spawn a taskyard process and resolve with the log line `msg` (the api's carries its port). */
+async function startProcess(
+  script: string,
+  args: string[],
+  env: NodeJS.ProcessEnv,
+  msg: string,
+): Promise<{ child: ChildProcess; line: { port?: number } }> {
+  const child = spawn(process.execPath, ['--import', 'tsx', script, ...args], {
     cwd: ROOT,
     env,
     stdio: ['ignore', 'pipe', 'inherit'],
   });
-  const url = await new Promise<string>((resolve, reject) => {
+  const line = await new Promise<{ port?: number }>((resolve, reject) => {
     let buf = '';
-    const timer = setTimeout(() => reject(new Error('api did not start within 30 s')), 30_000);
+    const timer = setTimeout(() => reject(new Error(`${script} did not log "${msg}" within 30 s`)), 30_000);
     child.stdout!.on('data', (chunk: Buffer) => {
       buf += chunk.toString();
       for (const line of buf.split('\n')) {
         try {
           const l = JSON.parse(line) as { msg?: string; port?: number };
-          if (l.msg === 'api listening') {
+          if (l.msg === msg) {
             clearTimeout(timer);
-            resolve(`http://127.0.0.1:${String(l.port)}`);
+            resolve(l);
           }
         } catch {
           // partial or non-JSON line
@@ -112,10 +116,10 @@ async function startApiProcess(env: NodeJS.ProcessEnv): Promise<{ child: ChildPr
       }
       buf = buf.slice(buf.lastIndexOf('\n') + 1);
     });
-    child.once('exit', (code) => reject(new Error(`api exited with ${String(code)}`)));
+    child.once('exit', (code) => reject(new Error(`${script} exited with ${String(code)}`)));
   });
   child.stdout!.resume();
-  return { child, url };
+  return { child, line };
 }
 
 function load(url: string, runId: string, durationS: number | undefined) {
@@ -144,44 +148,57 @@ export async function benchPruning(backend: 'sqlite' | 'postgres'): Promise<Prun
     LOG_LEVEL: 'warn',
     BACKUP_DIR: path.join(dir, 'backups'),
   };
-  const config = loadConfig(env);
   const logger = createLogger({ level: 'warn', name: 'bench-prune' });
   const db = await createDatabase(databaseUrl);
   const redis = createRedis(REDIS_URL, 'client');
-  const queues = createQueues(enabledQueues(config), redis, prefix);
-  let api: ChildProcess | undefined;
+  const queues = createQueues(enabledQueues(loadConfig(env)), redis, prefix, logger);
+  const children: ChildProcess[] = [];
   try {
     await migrateToLatest(db, await loadMigrations());
     const now = Date.now();
     if (backend === 'sqlite') seedSqlite(path.join(dir, 'taskyard.db'), ROWS, now - 1000);
     else await seedPostgres(databaseUrl, ROWS, now - 1000);
+    // Only the run under test: no scheduled backup, prune or probe cycle in the window.
+    for (const name of ['backup', 'pruning', 'probes']) {
+      await storeSchedule(db.db, name, { every_ms: 3_600_000, enabled: false }, now);
+    }
     const runId = randomUUID();
     await db.db
       .insertInto('pruning_runs')
       .values({ id: runId, trigger: 'manual', dry_run: 0, status: 'queued', created_at: now })
       .execute();
-    const started = await startApiProcess({ ...env, LOG_LEVEL: 'info' });
-    api = started.child;
-
-    await load(started.url, runId, 2); // warm up
-    const without = await load(started.url, runId, BASELINE_S);
-
-    const during = load(started.url, runId, undefined);
-    const t0 = performance.now();
-    await runPruning(
-      {
-        db,
-        locks: createLocks({ redis, prefix, logger }),
-        queues,
-        redis,
-        config,
-        clock: systemClock,
-      },
-      { runId, dryRun: false, logger },
+    // The api and the pruning worker are separate processes, as deployed; this process
+    // only generates load, so its own event loop never stalls behind a delete.
+    const api = await startProcess('api/server.ts', [], { ...env, LOG_LEVEL: 'info' }, 'api listening');
+    children.push(api.child);
+    const url = `http://127.0.0.1:${String(api.line.port)}`;
+    const worker = await startProcess(
+      'workers/main.ts',
+      ['--queues', 'pruning'],
+      { ...env, LOG_LEVEL: 'info' },
+      'worker ready',
     );
-    const seconds = (performance.now() - t0) / 1000;
+    children.push(worker.child);
+
+    await load(url, runId, 2); // warm up
+    const without = await load(url, runId, BASELINE_S);
+
+    const during = load(url, runId, undefined);
+    await queues.add('pruning', 'prune', { run_id: runId, dry_run: false }, `prune-${runId}`);
+    let row: { status: string; started_at: number | null; finished_at: number | null } | undefined;
+    for (;;) {
+      row = await db.db
+        .selectFrom('pruning_runs')
+        .select(['status', 'started_at', 'finished_at'])
+        .where('id', '=', runId)
+        .executeTakeFirst();
+      if (row && row.status !== 'queued' && row.status !== 'running') break;
+      await new Promise((r) => setTimeout(r, 50));
+    }
     (during as unknown as { stop(): void }).stop();
     const withPruning = await during;
+    if (row.status !== 'succeeded') throw new Error(`the pruning run ended ${row.status}`);
+    const seconds = (Number(row.finished_at) - Number(row.started_at)) / 1000;
 
     const left = await db.db
       .selectFrom('idempotency_keys')
@@ -199,7 +216,10 @@ export async function benchPruning(backend: 'sqlite' | 'postgres'): Promise<Prun
       requests_during: withPruning.requests.total,
     };
   } finally {
-    api?.kill('SIGTERM');
+    for (const c of children) c.kill('SIGTERM');
+    await Promise.all(
+      children.map((c) => (c.exitCode === null ? new Promise((r) => c.once('exit', r)) : undefined)),
+    );
     await queues.close().catch(() => undefined);
     await deleteKeysWithPrefix(redis, prefix).catch(() => undefined);
     await redis.quit();

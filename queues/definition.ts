@@ -13,6 +13,11 @@ export interface QueueDefinition<Jobs extends Record<string, z.ZodType> = Record
   readonly lockScope?: string;
   /** Queues only enabled when TASKYARD_ENV=test. */
   readonly testOnly?: boolean;
+  /**
+   * Level of the per-job `job completed` line. Failures are always logged at info.
+   * @defaultValue 'info'
+   */
+  readonly jobLogLevel?: 'info' | 'debug';
 }
 
 export function defineQueue<Jobs extends Record<string, z.ZodType>>(

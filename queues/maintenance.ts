@@ -9,6 +9,8 @@ import { defineQueue } from './definition';
 export const maintenanceQueue = defineQueue({
   name: 'maintenance',
   lockScope: 'outbox-relay',
+  // High-volume, resource-less ticks: a completed line per job at info would be noise.
+  jobLogLevel: 'debug',
   jobs: {
     'relay-outbox': z.object({}).strict(),
     reconcile: z.object({}).strict(),

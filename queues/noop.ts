@@ -9,6 +9,8 @@ import { defineQueue } from './definition';
 export const noopQueue = defineQueue({
   name: 'noop',
   testOnly: true,
+  // High-volume, resource-less ticks: a completed line per job at info would be noise.
+  jobLogLevel: 'debug',
   jobs: {
     noop: z.object({
       seq: z.number().int().nonnegative().optional(),

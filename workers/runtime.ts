@@ -115,7 +115,7 @@ export function createWorkerRuntime(opts: WorkerRuntimeOptions): WorkerRuntime {
             },
           );
           onCleanup(() => worker.close());
-          watch(worker, queueLogger);
+          watch(worker, queueLogger, def.jobLogLevel ?? 'info');
           started.push(worker);
         }
         await Promise.all(started.map((w) => w.waitUntilReady()));
@@ -216,14 +216,15 @@ function makeProcessor(
 /**
  * Log job transitions, and worker trouble; listeners never throw.
  *
- * Per job, one line at info: `job completed` or `job failed`, carrying the attempt and
- * how long it ran (so the start is in it too). `job active` is logged at debug: a second
- * info line per job costs ~3 µs of the main thread (measured with pino on this class of
- * machine), over 10 % of a no-op job's cost, and doubles log volume for little news.
- * These hot-path lines go through a child without redaction (fixed, secret-free fields);
- * lines that carry an error keep the redacting logger.
+ * Per job: `job completed` at the queue's `jobLogLevel` (info for the domain queues, debug
+ * for the maintenance ticks and the test-only noop queue), `job failed` always at info,
+ * `job active` at debug. An info line costs ~3 µs of main-thread time with pino, ~10 % of a
+ * no-op job (bench/RESULTS.md shows the runtime both ways), and the relay's tick every 2 s
+ * would otherwise log 43,200 lines a day saying nothing. The start of a run is carried in
+ * the completed line (run_ms). These lines go through a child without redaction (fixed,
+ * secret-free fields); lines that carry an error keep the redacting logger.
  */
-function watch(worker: Worker, log: Logger): void {
+function watch(worker: Worker, log: Logger, completedLevel: 'info' | 'debug'): void {
   const transitions = log.child({}, { redact: { paths: [] } });
   worker.on(
     'active',
@@ -234,7 +235,7 @@ function watch(worker: Worker, log: Logger): void {
   worker.on(
     'completed',
     containListener(log, 'completed', (job: Job) => {
-      transitions.info(
+      transitions[completedLevel](
         {
           job_id: job.id,
           job_name: job.name,

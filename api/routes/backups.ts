@@ -5,15 +5,16 @@ import { Router } from 'express';
 import type { Clock } from '../../shared/clock';
 import type { Config } from '../../shared/config';
 import { backupView, createBackupBodySchema, verifyBackupBodySchema } from '../../shared/contract/backups';
-import { decodeCursor, encodeCursor, listQuerySchema, uuidParamSchema } from '../../shared/contract/common';
+import { listQuerySchema, uuidParamSchema } from '../../shared/contract/common';
 import { getBackup, listBackups, type BackupRow } from '../../shared/db/backups-store';
 import type { DatabaseHandle } from '../../shared/db/database';
-import { ConflictError, NotFoundError, ValidationFailedError } from '../../shared/errors';
+import { ConflictError, NotFoundError } from '../../shared/errors';
 import type { Logger } from '../../shared/logger';
 import { requestBackup, requestBackupVerification } from '../../queues/backup-producer';
 import type { Queues } from '../../queues/producer';
 import { requireScope } from '../middleware/auth';
 import { idempotency } from '../middleware/idempotency';
+import { keysetPage } from '../keyset-page';
 import { methodNotAllowed } from '../middleware/not-found';
 import { validate, validated } from '../middleware/validate';
 
@@ -60,25 +61,7 @@ export function backupsRouter(deps: BackupsRouteDeps): Router {
     })
     .get(requireScope('read'), validate(listSchemas), async (req, res) => {
       const { query } = validated(req, listSchemas);
-      const after = query.cursor === undefined ? undefined : decodeCursor(query.cursor);
-      if (query.cursor !== undefined && !after) {
-        throw new ValidationFailedError([
-          {
-            path: 'query.cursor',
-            message: 'cursor is not one this api issued; omit it to start from the newest',
-          },
-        ]);
-      }
-      const rows = await listBackups(db, { limit: query.limit + 1, after });
-      const page = rows.slice(0, query.limit);
-      const last = page.at(-1);
-      res.json({
-        items: page.map(backupView),
-        next_cursor:
-          rows.length > query.limit && last
-            ? encodeCursor({ createdAt: Number(last.created_at), id: last.id })
-            : null,
-      });
+      res.json(await keysetPage(query, (o) => listBackups(db, o), backupView));
     })
     .all(methodNotAllowed(['GET', 'POST']));
 

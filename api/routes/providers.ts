@@ -1,7 +1,7 @@
 import { Router } from 'express';
 import type { Clock } from '../../shared/clock';
 import type { Config } from '../../shared/config';
-import { decodeCursor, encodeCursor, listQuerySchema, uuidParamSchema } from '../../shared/contract/common';
+import { listQuerySchema, uuidParamSchema } from '../../shared/contract/common';
 import {
   createProviderBodySchema,
   HEALTH_RECENT_SAMPLES,
@@ -20,9 +20,10 @@ import {
   listRecentSamples,
   updateProviderConfig,
 } from '../../shared/db/providers-store';
-import { ConflictError, NotFoundError, ValidationFailedError } from '../../shared/errors';
+import { ConflictError, NotFoundError } from '../../shared/errors';
 import { requireScope } from '../middleware/auth';
 import { idempotency } from '../middleware/idempotency';
+import { keysetPage } from '../keyset-page';
 import { methodNotAllowed } from '../middleware/not-found';
 import { validate, validated } from '../middleware/validate';
 
@@ -64,25 +65,7 @@ export function providersRouter(deps: ProvidersRouteDeps): Router {
     })
     .get(requireScope('read'), validate(listSchemas), async (req, res) => {
       const { query } = validated(req, listSchemas);
-      const after = query.cursor === undefined ? undefined : decodeCursor(query.cursor);
-      if (query.cursor !== undefined && !after) {
-        throw new ValidationFailedError([
-          {
-            path: 'query.cursor',
-            message: 'cursor is not one this api issued; omit it to start from the newest',
-          },
-        ]);
-      }
-      const rows = await listProviders(db, { limit: query.limit + 1, after });
-      const page = rows.slice(0, query.limit);
-      const last = page.at(-1);
-      res.json({
-        items: page.map(providerView),
-        next_cursor:
-          rows.length > query.limit && last
-            ? encodeCursor({ createdAt: Number(last.created_at), id: last.id })
-            : null,
-      });
+      res.json(await keysetPage(query, (o) => listProviders(db, o), providerView));
     })
     .all(methodNotAllowed(['GET', 'POST']));
 

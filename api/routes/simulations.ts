@@ -1,7 +1,6 @@
 import { Router } from 'express';
 import type { Clock } from '../../shared/clock';
 import type { Config } from '../../shared/config';
-import { decodeCursor, encodeCursor } from '../../shared/contract/common';
 import { resolveSeed } from '../../shared/contract/simulation';
 import {
   cancelSimulationBodySchema,
@@ -17,12 +16,13 @@ import {
   requestSimulationCancel,
   type SimulationRow,
 } from '../../shared/db/simulations-store';
-import { ConflictError, NotFoundError, ValidationFailedError } from '../../shared/errors';
+import { ConflictError, NotFoundError } from '../../shared/errors';
 import type { Logger } from '../../shared/logger';
 import type { Queues } from '../../queues/producer';
 import { requestSimulation, simulationLocation } from '../../queues/simulation-producer';
 import { requireScope } from '../middleware/auth';
 import { idempotency } from '../middleware/idempotency';
+import { keysetPage } from '../keyset-page';
 import { methodNotAllowed } from '../middleware/not-found';
 import { validate, validated } from '../middleware/validate';
 
@@ -76,25 +76,9 @@ export function simulationsRouter(deps: SimulationsRouteDeps): Router {
     })
     .get(requireScope('read'), validate(listSchemas), async (req, res) => {
       const { query } = validated(req, listSchemas);
-      const after = query.cursor === undefined ? undefined : decodeCursor(query.cursor);
-      if (query.cursor !== undefined && !after) {
-        throw new ValidationFailedError([
-          {
-            path: 'query.cursor',
-            message: 'cursor is not one this api issued; omit it to start from the newest',
-          },
-        ]);
-      }
-      const rows = await listSimulations(db, { limit: query.limit + 1, status: query.status, after });
-      const page = rows.slice(0, query.limit);
-      const last = page.at(-1);
-      res.json({
-        items: page.map(simulationView),
-        next_cursor:
-          rows.length > query.limit && last
-            ? encodeCursor({ createdAt: Number(last.created_at), id: last.id })
-            : null,
-      });
+      res.json(
+        await keysetPage(query, (o) => listSimulations(db, { ...o, status: query.status }), simulationView),
+      );
     })
     .all(methodNotAllowed(['GET', 'POST']));
 

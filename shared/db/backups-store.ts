@@ -1,5 +1,6 @@
 import type { Kysely, Selectable } from 'kysely';
 import type { BackupsTable, Database } from './schema';
+import { failFencedRun, noteFencedRunError } from './fenced-run';
 
 /** Backup manifests. Worker writes are fenced: they change a row only when `fence <= token`. */
 
@@ -132,32 +133,19 @@ export async function completeBackupRun(
 }
 
 /** running|queued → failed (final attempt). @returns false when a newer fence owns the row. */
-export async function failBackupRun(
+export function failBackupRun(
   db: Kysely<Database>,
   a: { id: string; fence: number; now: number; error: string },
 ): Promise<boolean> {
-  const r = await db
-    .updateTable('backups')
-    .set({ status: 'failed', finished_at: a.now, error: a.error.slice(0, 2000) })
-    .where('id', '=', a.id)
-    .where('status', 'in', ['queued', 'running'])
-    .where('fence', '<=', a.fence)
-    .executeTakeFirst();
-  return Number(r.numUpdatedRows) === 1;
+  return failFencedRun(db, 'backups', a);
 }
 
 /** Record a failed attempt that will be retried: the row stays running with the error visible. */
-export async function noteBackupAttemptError(
+export function noteBackupAttemptError(
   db: Kysely<Database>,
   a: { id: string; fence: number; error: string },
 ): Promise<void> {
-  await db
-    .updateTable('backups')
-    .set({ error: a.error.slice(0, 2000) })
-    .where('id', '=', a.id)
-    .where('status', '=', 'running')
-    .where('fence', '<=', a.fence)
-    .execute();
+  return noteFencedRunError(db, 'backups', a);
 }
 
 /** Succeeded backups beyond the newest `keep`, oldest last. */

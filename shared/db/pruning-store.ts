@@ -1,5 +1,6 @@
 import type { ExpressionBuilder, Kysely, Selectable } from 'kysely';
 import type { Database, PruningRunsTable } from './schema';
+import { failFencedRun, noteFencedRunError } from './fenced-run';
 
 /**
  * Retention pruning (issue 5): one batched delete and one count per kind of expired row, and
@@ -329,32 +330,19 @@ export async function completePruningRun(
 }
 
 /** queued|running → failed (final attempt). @returns false when a newer fence owns the row. */
-export async function failPruningRun(
+export function failPruningRun(
   db: Kysely<Database>,
   a: { id: string; fence: number; now: number; error: string },
 ): Promise<boolean> {
-  const r = await db
-    .updateTable('pruning_runs')
-    .set({ status: 'failed', finished_at: a.now, error: a.error.slice(0, 2000) })
-    .where('id', '=', a.id)
-    .where('status', 'in', ['queued', 'running'])
-    .where('fence', '<=', a.fence)
-    .executeTakeFirst();
-  return Number(r.numUpdatedRows) === 1;
+  return failFencedRun(db, 'pruning_runs', a);
 }
 
 /** A failed attempt that will be retried: the row stays running with the error visible. */
-export async function notePruningAttemptError(
+export function notePruningAttemptError(
   db: Kysely<Database>,
   a: { id: string; fence: number; error: string },
 ): Promise<void> {
-  await db
-    .updateTable('pruning_runs')
-    .set({ error: a.error.slice(0, 2000) })
-    .where('id', '=', a.id)
-    .where('status', '=', 'running')
-    .where('fence', '<=', a.fence)
-    .execute();
+  return noteFencedRunError(db, 'pruning_runs', a);
 }
 
 /**

@@ -1,5 +1,6 @@
 import type { Kysely, Selectable } from 'kysely';
 import type { Database, SimulationCheckpointsTable, SimulationStatus, SimulationsTable } from './schema';
+import { failFencedRun, noteFencedRunError } from './fenced-run';
 
 /**
  * Simulations and their checkpoints (DESIGN.md §4.2, §4.3).
@@ -307,32 +308,19 @@ export async function markSimulationCancelled(
 }
 
 /** queued|running → failed (final attempt). @returns false when a newer fence owns the row. */
-export async function failSimulationRun(
+export function failSimulationRun(
   db: Kysely<Database>,
   a: { id: string; fence: number; now: number; error: string },
 ): Promise<boolean> {
-  const r = await db
-    .updateTable('simulations')
-    .set({ status: 'failed', finished_at: a.now, error: a.error.slice(0, 2000) })
-    .where('id', '=', a.id)
-    .where('status', 'in', ['queued', 'running'])
-    .where('fence', '<=', a.fence)
-    .executeTakeFirst();
-  return Number(r.numUpdatedRows) === 1;
+  return failFencedRun(db, 'simulations', a);
 }
 
 /** A failed attempt that will be retried: the row stays running with the error visible. */
-export async function noteSimulationAttemptError(
+export function noteSimulationAttemptError(
   db: Kysely<Database>,
   a: { id: string; fence: number; error: string },
 ): Promise<void> {
-  await db
-    .updateTable('simulations')
-    .set({ error: a.error.slice(0, 2000) })
-    .where('id', '=', a.id)
-    .where('status', '=', 'running')
-    .where('fence', '<=', a.fence)
-    .execute();
+  return noteFencedRunError(db, 'simulations', a);
 }
 
 /** Resources the reconciler checks: not terminal, older than `createdBefore`. */

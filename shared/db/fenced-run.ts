@@ -1,0 +1,45 @@
+import type { Kysely } from 'kysely';
+import type { Database } from './schema';
+
+/**
+ * Writes shared by every table of runs: rows with a `status` that moves queued → running →
+ * terminal, an `error`, a `finished_at` and the `fence` of the last single-runner holder
+ * that wrote them. Each write changes the row only when `fence <= token` (DESIGN.md §4.3).
+ * The stores keep their own named operations (failBackupRun, …) on top of these.
+ */
+export type RunTable = 'backups' | 'simulations' | 'pruning_runs';
+
+/** Longest error text stored on a run. */
+export const RUN_ERROR_MAX = 2000;
+
+/** queued|running → failed (final attempt). @returns false when the run is terminal or a newer fence owns it. */
+export async function failFencedRun(
+  db: Kysely<Database>,
+  table: RunTable,
+  a: { id: string; fence: number; now: number; error: string },
+): Promise<boolean> {
+  // One query for three tables whose columns used here are the same: typed loosely inside.
+  const r = await (db as Kysely<any>)
+    .updateTable(table)
+    .set({ status: 'failed', finished_at: a.now, error: a.error.slice(0, RUN_ERROR_MAX) })
+    .where('id', '=', a.id)
+    .where('status', 'in', ['queued', 'running'])
+    .where('fence', '<=', a.fence)
+    .executeTakeFirst();
+  return Number(r.numUpdatedRows) === 1;
+}
+
+/** A failed attempt that will be retried: the run stays running with the error visible. */
+export async function noteFencedRunError(
+  db: Kysely<Database>,
+  table: RunTable,
+  a: { id: string; fence: number; error: string },
+): Promise<void> {
+  await (db as Kysely<any>)
+    .updateTable(table)
+    .set({ error: a.error.slice(0, RUN_ERROR_MAX) })
+    .where('id', '=', a.id)
+    .where('status', '=', 'running')
+    .where('fence', '<=', a.fence)
+    .execute();
+}

@@ -1,6 +1,6 @@
 import type { Kysely, Selectable } from 'kysely';
 import type { BackupsTable, Database } from './schema';
-import { failFencedRun, noteFencedRunError } from './fenced-run';
+import { failFencedRun, noteFencedRunError, startFencedRun, type StartOutcome } from './fenced-run';
 
 /** Backup manifests. Worker writes are fenced: they change a row only when `fence <= token`. */
 
@@ -80,31 +80,14 @@ export async function listBackups(
   return q.orderBy('created_at', 'desc').orderBy('id', 'desc').limit(opts.limit).execute();
 }
 
-export type StartOutcome = 'started' | 'terminal' | 'stale-fence' | 'missing';
+export type { StartOutcome };
 
 /** queued|running → running under `fence`. A terminal row is left alone (the job is a no-op). */
-export async function startBackupRun(
+export function startBackupRun(
   db: Kysely<Database>,
   a: { id: string; fence: number; now: number },
 ): Promise<StartOutcome> {
-  const r = await db
-    .updateTable('backups')
-    .set((eb) => ({
-      status: 'running',
-      fence: a.fence,
-      started_at: eb.fn.coalesce('started_at', eb.val(a.now)),
-      attempts: eb('attempts', '+', 1),
-      error: null,
-    }))
-    .where('id', '=', a.id)
-    .where('status', 'in', ['queued', 'running'])
-    .where('fence', '<=', a.fence)
-    .executeTakeFirst();
-  if (Number(r.numUpdatedRows) === 1) return 'started';
-  const row = await getBackup(db, a.id);
-  if (!row) return 'missing';
-  if (row.status === 'succeeded' || row.status === 'failed') return 'terminal';
-  return 'stale-fence';
+  return startFencedRun(db, 'backups', a, { countAttempt: true });
 }
 
 /** running → succeeded with the manifest. @returns false when a newer fence owns the row. */

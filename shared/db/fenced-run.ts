@@ -7,7 +7,41 @@ import type { Database } from './schema';
  * that wrote them. Each write changes the row only when `fence <= token` (DESIGN.md §4.3).
  * The stores keep their own named operations (failBackupRun, …) on top of these.
  */
-export type RunTable = 'backups' | 'simulations' | 'pruning_runs';
+export type RunTable = 'backups' | 'simulations' | 'pruning_runs' | 'probe_runs';
+
+export type StartOutcome = 'started' | 'terminal' | 'stale-fence' | 'missing';
+
+/**
+ * queued|running → running under `fence` (started_at kept from the first attempt, error
+ * cleared). A terminal run is left alone: the job is a no-op. `countAttempt` also bumps the
+ * run's `attempts` column (tables that have one).
+ */
+export async function startFencedRun(
+  db: Kysely<Database>,
+  table: RunTable,
+  a: { id: string; fence: number; now: number },
+  opts: { countAttempt?: boolean } = {},
+): Promise<StartOutcome> {
+  const loose = db as Kysely<any>;
+  const r = await loose
+    .updateTable(table)
+    .set((eb) => ({
+      status: 'running',
+      fence: a.fence,
+      started_at: eb.fn.coalesce('started_at', eb.val(a.now)),
+      error: null,
+      ...(opts.countAttempt ? { attempts: eb('attempts', '+', 1) } : {}),
+    }))
+    .where('id', '=', a.id)
+    .where('status', 'in', ['queued', 'running'])
+    .where('fence', '<=', a.fence)
+    .executeTakeFirst();
+  if (Number(r.numUpdatedRows) === 1) return 'started';
+  const row = (await loose.selectFrom(table).select('status').where('id', '=', a.id).executeTakeFirst()) as
+    { status: string } | undefined;
+  if (!row) return 'missing';
+  return row.status === 'queued' || row.status === 'running' ? 'stale-fence' : 'terminal';
+}
 
 /** Longest error text stored on a run. */
 export const RUN_ERROR_MAX = 2000;
@@ -18,7 +52,7 @@ export async function failFencedRun(
   table: RunTable,
   a: { id: string; fence: number; now: number; error: string },
 ): Promise<boolean> {
-  // One query for three tables whose columns used here are the same: typed loosely inside.
+  // One query for the run tables, whose columns used here are the same: typed loosely inside.
   const r = await (db as Kysely<any>)
     .updateTable(table)
     .set({ status: 'failed', finished_at: a.now, error: a.error.slice(0, RUN_ERROR_MAX) })

@@ -1,5 +1,6 @@
 import type { Kysely, Selectable } from 'kysely';
 import type { ProbeRunsTable, Database } from './schema';
+import { startFencedRun, type StartOutcome } from './fenced-run';
 
 /**
  * Probe runs: one row per probe cycle, manual (POST /v1/probes/runs) or scheduled. The
@@ -45,30 +46,14 @@ export async function getProbeRun(db: Kysely<Database>, id: string): Promise<Pro
   return db.selectFrom('probe_runs').selectAll().where('id', '=', id).executeTakeFirst();
 }
 
-export type ProbeRunStartOutcome = 'started' | 'terminal' | 'stale-fence' | 'missing';
+export type ProbeRunStartOutcome = StartOutcome;
 
 /** queued|running → running under `fence`. A terminal row is left alone (the cycle is a no-op). */
-export async function startProbeRun(
+export function startProbeRun(
   db: Kysely<Database>,
   a: { id: string; fence: number; now: number },
 ): Promise<ProbeRunStartOutcome> {
-  const r = await db
-    .updateTable('probe_runs')
-    .set((eb) => ({
-      status: 'running',
-      fence: a.fence,
-      started_at: eb.fn.coalesce('started_at', eb.val(a.now)),
-      error: null,
-    }))
-    .where('id', '=', a.id)
-    .where('status', 'in', ['queued', 'running'])
-    .where('fence', '<=', a.fence)
-    .executeTakeFirst();
-  if (Number(r.numUpdatedRows) === 1) return 'started';
-  const row = await getProbeRun(db, a.id);
-  if (!row) return 'missing';
-  if (row.status === 'queued' || row.status === 'running') return 'stale-fence';
-  return 'terminal';
+  return startFencedRun(db, 'probe_runs', a);
 }
 
 /** running → succeeded | failed with the counts. @returns false when a newer fence owns the row. */

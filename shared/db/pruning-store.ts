@@ -1,6 +1,6 @@
 import type { ExpressionBuilder, Kysely, Selectable } from 'kysely';
 import type { Database, PruningRunsTable } from './schema';
-import { failFencedRun, noteFencedRunError } from './fenced-run';
+import { failFencedRun, noteFencedRunError, startFencedRun, type StartOutcome } from './fenced-run';
 
 /**
  * Retention pruning (issue 5): one batched delete and one count per kind of expired row, and
@@ -270,33 +270,17 @@ export async function getPruningRun(db: Kysely<Database>, id: string): Promise<P
   return db.selectFrom('pruning_runs').selectAll().where('id', '=', id).executeTakeFirst();
 }
 
-export type PruningStartOutcome = 'started' | 'terminal' | 'stale-fence' | 'missing';
+export type PruningStartOutcome = StartOutcome;
 
 /**
  * queued|running → running under `fence`. A retried run keeps the counts it stored so far.
  * A terminal row is left alone (the job is a no-op).
  */
-export async function startPruningRun(
+export function startPruningRun(
   db: Kysely<Database>,
   a: { id: string; fence: number; now: number },
 ): Promise<PruningStartOutcome> {
-  const r = await db
-    .updateTable('pruning_runs')
-    .set((eb) => ({
-      status: 'running',
-      fence: a.fence,
-      started_at: eb.fn.coalesce('started_at', eb.val(a.now)),
-      error: null,
-    }))
-    .where('id', '=', a.id)
-    .where('status', 'in', ['queued', 'running'])
-    .where('fence', '<=', a.fence)
-    .executeTakeFirst();
-  if (Number(r.numUpdatedRows) === 1) return 'started';
-  const row = await getPruningRun(db, a.id);
-  if (!row) return 'missing';
-  if (row.status !== 'queued' && row.status !== 'running') return 'terminal';
-  return 'stale-fence';
+  return startFencedRun(db, 'pruning_runs', a);
 }
 
 /** Store the counts so far (call in the batch's transaction). @returns false when a newer fence owns the row. */

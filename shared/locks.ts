@@ -306,3 +306,24 @@ export function createLocks(deps: LocksDeps): Locks {
     },
   };
 }
+
+/**
+ * A fenced write made while holding the lock. If it is refused as stale, the stored fence is
+ * ahead of ours although we hold the lock: Redis lost its fencing counter. Advance past the
+ * stored fence (see `advanceFencePast`) and try once more.
+ * @returns the first result that is not stale
+ * @throws StaleFenceError when the retry is refused too, or a newer holder really wrote the row
+ */
+export async function withFenceRecovery<R>(
+  lock: SingleRunnerContext,
+  attempt: (fence: number) => Promise<R>,
+  isStale: (result: R) => boolean,
+  storedFence: (result: R) => number | Promise<number>,
+): Promise<R> {
+  const first = await attempt(lock.fence);
+  if (!isStale(first)) return first;
+  await lock.advanceFencePast(await storedFence(first));
+  const second = await attempt(lock.fence);
+  if (isStale(second)) throw new StaleFenceError(lock.scope, lock.fence);
+  return second;
+}

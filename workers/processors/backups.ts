@@ -21,7 +21,7 @@ import type { Migration } from '../../shared/db/migrate';
 import { verifyBackupArchive } from '../../shared/db/restore';
 import { deterministicUuid } from '../../shared/deterministic-uuid';
 import { LockBusyError, StaleFenceError, toError } from '../../shared/errors';
-import type { Locks, SingleRunnerContext } from '../../shared/locks';
+import { withFenceRecovery, type Locks, type SingleRunnerContext } from '../../shared/locks';
 import type { Logger } from '../../shared/logger';
 import type { JobContext, JobProcessor } from '../registry';
 import { requestScheduledBackup } from '../../queues/backup-producer';
@@ -68,22 +68,15 @@ async function underBackupsLock<T>(
   }
 }
 
-/**
- * Start a fenced run; when the stored fence is ahead of ours while we hold the lock, Redis
- * lost its fencing counter: advance it past the stored one and try once more.
- */
+/** A fenced start of a backup or its verification, recovering a fencing counter Redis lost. */
 async function startFenced(
   attempt: (fence: number) => Promise<'started' | 'terminal' | 'stale-fence' | 'missing' | boolean>,
   lock: SingleRunnerContext,
   storedFence: () => Promise<number>,
 ): Promise<'started' | 'terminal' | 'missing'> {
-  for (let i = 0; i < 2; i++) {
-    const r = await attempt(lock.fence);
-    if (r === true || r === 'started') return 'started';
-    if (r === 'terminal' || r === 'missing') return r;
-    if (i === 0) await lock.advanceFencePast(await storedFence());
-  }
-  throw new StaleFenceError(lock.scope, lock.fence);
+  // A boolean start (verification) cannot tell stale from terminal: false counts as stale.
+  const r = await withFenceRecovery(lock, attempt, (x) => x === false || x === 'stale-fence', storedFence);
+  return r === true ? 'started' : (r as 'started' | 'terminal' | 'missing');
 }
 
 const isFinalAttempt = (job: Job) => job.attemptsMade + 1 >= (job.opts.attempts ?? 1);

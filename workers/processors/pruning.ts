@@ -28,7 +28,7 @@ import {
 import type { Database } from '../../shared/db/schema';
 import { deterministicUuid } from '../../shared/deterministic-uuid';
 import { LockBusyError, StaleFenceError, toError } from '../../shared/errors';
-import type { Locks, SingleRunnerContext } from '../../shared/locks';
+import { withFenceRecovery, type Locks, type SingleRunnerContext } from '../../shared/locks';
 import type { Logger } from '../../shared/logger';
 import type { Queues } from '../../queues/producer';
 import type { Kysely } from 'kysely';
@@ -153,12 +153,13 @@ async function startFenced(
   lock: SingleRunnerContext,
   now: () => number,
 ): Promise<'started' | 'terminal' | 'missing'> {
-  for (let i = 0; i < 2; i++) {
-    const r = await startPruningRun(db, { id, fence: lock.fence, now: now() });
-    if (r !== 'stale-fence') return r;
-    if (i === 0) await lock.advanceFencePast(Number((await getPruningRun(db, id))?.fence ?? 0));
-  }
-  throw new StaleFenceError(lock.scope, lock.fence);
+  const r = await withFenceRecovery(
+    lock,
+    (fence) => startPruningRun(db, { id, fence, now: now() }),
+    (x) => x === 'stale-fence',
+    async () => Number((await getPruningRun(db, id))?.fence ?? 0),
+  );
+  return r as 'started' | 'terminal' | 'missing';
 }
 
 /** Every kind, in order; `counts` starts from what an earlier attempt of this run stored. */

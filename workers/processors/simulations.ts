@@ -14,7 +14,7 @@ import {
   type SimulationRow,
 } from '../../shared/db/simulations-store';
 import { LockBusyError, StaleFenceError, toError } from '../../shared/errors';
-import type { Locks, SingleRunnerContext } from '../../shared/locks';
+import { withFenceRecovery, type Locks, type SingleRunnerContext } from '../../shared/locks';
 import type { Logger } from '../../shared/logger';
 import type { EngineCheckpoint } from '../simulation/engine';
 import { runInThread, type ThreadProgress } from '../simulation/run-in-thread';
@@ -45,27 +45,20 @@ class SimulationCancelledSignal extends Error {
   }
 }
 
-/**
- * Start the run under our fence. When the stored fence is ahead of ours while we hold the
- * lock, Redis lost its fencing counter: advance it past the stored one and try once more.
- */
+/** Start the run under our fence, recovering a fencing counter Redis lost. */
 async function startFenced(
   deps: SimulationProcessorDeps,
   lock: SingleRunnerContext,
   id: string,
   progressBp: number,
 ) {
-  for (let i = 0; i < 2; i++) {
-    const r = await startSimulationRun(deps.db.db, {
-      id,
-      fence: lock.fence,
-      now: deps.clock.now().getTime(),
-      progressBp,
-    });
-    if (r.outcome !== 'stale-fence') return r;
-    if (i === 0) await lock.advanceFencePast(Number(r.row.fence));
-  }
-  throw new StaleFenceError(lock.scope, lock.fence);
+  return withFenceRecovery(
+    lock,
+    (fence) => startSimulationRun(deps.db.db, { id, fence, now: deps.clock.now().getTime(), progressBp }),
+    (r) => r.outcome === 'stale-fence',
+    // Only called for a stale outcome, which always carries the row.
+    (r) => ('row' in r ? Number(r.row.fence) : 0),
+  );
 }
 
 /**

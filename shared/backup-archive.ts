@@ -1,4 +1,4 @@
-import { createHash } from 'node:crypto';
+import { createHash, hash } from 'node:crypto';
 import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
@@ -81,7 +81,13 @@ export class TableDigest {
   count = 0;
 
   add(values: readonly CellValue[]): void {
-    const h = createHash('sha256').update(JSON.stringify(values)).digest();
+    this.addSerialised(JSON.stringify(values));
+  }
+
+  /** `json` must be `JSON.stringify(values)`: the writer has that string anyway for the archive line. */
+  addSerialised(json: string): void {
+    // One-shot hash(): no Hash object per row (a backup hashes every row of the database).
+    const h = hash('sha256', json, 'buffer');
     let carry = 0;
     for (let i = 31; i >= 0; i--) {
       const v = this.sum[i]! + h[i]! + carry;
@@ -180,8 +186,9 @@ export async function writeBackupArchive(
           let text = '';
           for (const row of rows) {
             checkCells(table.name, table.columns, row);
-            digest.add(row);
-            text += `${JSON.stringify(row)}\n`;
+            const json = JSON.stringify(row);
+            digest.addSerialised(json);
+            text += `${json}\n`;
           }
           yield text;
           await opts.onProgress?.({ table: table.name, rows: digest.count });

@@ -9,6 +9,7 @@ import { ConflictError, NotFoundError } from '../shared/errors';
 import type { Logger } from '../shared/logger';
 import { dispatchOutboxRow } from './outbox-dispatch';
 import type { Queues } from './producer';
+import { groupCommit } from '../shared/db/group-commit';
 
 export interface ProducerDeps {
   db: Kysely<Database>;
@@ -39,7 +40,7 @@ export async function requestBackup(
 ): Promise<{ row: BackupRow; response: StoredResponse }> {
   const id = randomUUID();
   const now = deps.clock.now().getTime();
-  const { row, response, outbox } = await deps.db.transaction().execute(async (trx) => {
+  const { row, response, outbox } = await groupCommit(deps.db, async (trx) => {
     const row = await insertBackup(trx, { id, label: input.label, trigger: 'manual', now });
     const outbox = await insertOutboxRow(trx, {
       queue: 'backups',
@@ -64,7 +65,7 @@ export async function requestBackup(
  */
 export async function requestScheduledBackup(deps: ProducerDeps, input: { id: string }): Promise<void> {
   const now = deps.clock.now().getTime();
-  const outbox = await deps.db.transaction().execute(async (trx) => {
+  const outbox = await groupCommit(deps.db, async (trx) => {
     const inserted = await insertBackupIfAbsent(trx, {
       id: input.id,
       label: null,
@@ -95,7 +96,7 @@ export async function requestBackupVerification(
 ): Promise<{ row: BackupRow; response: StoredResponse }> {
   const verificationId = randomUUID();
   const now = deps.clock.now().getTime();
-  const { row, response, outbox } = await deps.db.transaction().execute(async (trx) => {
+  const { row, response, outbox } = await groupCommit(deps.db, async (trx) => {
     // Write first: on SQLite a read-then-write transaction can fail with SQLITE_BUSY at once.
     const updated = await trx
       .updateTable('backups')

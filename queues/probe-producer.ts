@@ -5,6 +5,7 @@ import { insertProbeRun, type ProbeRunRow } from '../shared/db/probe-runs-store'
 import { deterministicUuid } from '../shared/deterministic-uuid';
 import type { ClaimCompleter, ProducerDeps } from './backup-producer';
 import { dispatchOutboxRow } from './outbox-dispatch';
+import { groupCommit } from '../shared/db/group-commit';
 
 export const probeRunJobId = (runId: string) => `probe-run-${runId}`;
 
@@ -23,7 +24,7 @@ export async function requestProbeRun(
 ): Promise<{ row: ProbeRunRow; response: StoredResponse }> {
   const id = randomUUID();
   const now = deps.clock.now().getTime();
-  const { row, response, outbox } = await deps.db.transaction().execute(async (trx) => {
+  const { row, response, outbox } = await groupCommit(deps.db, async (trx) => {
     const row = await insertProbeRun(trx, { id, trigger: 'manual', now });
     const outbox = await insertOutboxRow(trx, {
       queue: 'probes',

@@ -4,6 +4,7 @@ import { insertOutboxRow } from '../shared/db/outbox-store';
 import { insertPruningRun, type PruningRunRow } from '../shared/db/pruning-store';
 import type { ClaimCompleter, ProducerDeps } from './backup-producer';
 import { dispatchOutboxRow } from './outbox-dispatch';
+import { groupCommit } from '../shared/db/group-commit';
 
 export const pruneJobId = (runId: string) => `prune-${runId}`;
 
@@ -18,7 +19,7 @@ export async function requestPruningRun(
 ): Promise<{ row: PruningRunRow; response: StoredResponse }> {
   const id = randomUUID();
   const now = deps.clock.now().getTime();
-  const { row, response, outbox } = await deps.db.transaction().execute(async (trx) => {
+  const { row, response, outbox } = await groupCommit(deps.db, async (trx) => {
     const row = await insertPruningRun(trx, { id, trigger: 'manual', dryRun: input.dryRun, now });
     const outbox = await insertOutboxRow(trx, {
       queue: 'pruning',

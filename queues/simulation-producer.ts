@@ -6,6 +6,7 @@ import { SimulationExistsError } from '../shared/errors';
 import type { ClaimCompleter, ProducerDeps } from './backup-producer';
 import { dispatchOutboxRow } from './outbox-dispatch';
 import { simulationsQueue } from './simulations';
+import { groupCommit } from '../shared/db/group-commit';
 
 export const simulationJobId = (simulationId: string) => `sim-${simulationId}`;
 export const simulationLocation = (simulationId: string) => `/v1/simulations/${simulationId}`;
@@ -31,7 +32,7 @@ export async function requestSimulation(
 ): Promise<{ row: SimulationRow; response: StoredResponse }> {
   const id = input.simulationId;
   const now = deps.clock.now().getTime();
-  const { row, response, outbox } = await deps.db.transaction().execute(async (trx) => {
+  const { row, response, outbox } = await groupCommit(deps.db, async (trx) => {
     const row = await insertSimulationIfAbsent(trx, {
       id,
       scenarioJson: JSON.stringify(input.scenario),

@@ -1,7 +1,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import SQLite from 'better-sqlite3';
-import { CompiledQuery, Kysely, PostgresDialect, SqliteDialect } from 'kysely';
+import { CompiledQuery, Kysely, PostgresDialect, SqliteDialect, sql } from 'kysely';
 import pg from 'pg';
 import { redactUrl, type Logger } from '../logger';
 import type { Database } from './schema';
@@ -100,14 +100,55 @@ function openSqlite(url: string): DatabaseHandle {
     // busy_timeout first: switching to WAL needs a lock another process may hold briefly.
     sqlite.pragma(`busy_timeout = ${SQLITE_BUSY_TIMEOUT_MS}`);
     if (!inMemory) sqlite.pragma('journal_mode = WAL');
+    // better-sqlite3 is built with SQLITE_DEFAULT_WAL_SYNCHRONOUS=1, so a reopened WAL database
+    // would run at NORMAL: commits survive a killed process but not a power cut. A commit that
+    // answers a client (202 Accepted) must be on disk, so every connection says FULL itself.
+    sqlite.pragma('synchronous = FULL');
     sqlite.pragma('foreign_keys = ON');
   } catch (err) {
     sqlite.close();
     throw err;
   }
   const db = new Kysely<Database>({ dialect: new SqliteDialect({ database: withStatementCache(sqlite) }) });
+  sqliteInstances.add(db);
   return makeHandle(db, 'sqlite', url, async () => {
     if (sqlite.open) sqlite.close();
+  });
+}
+
+/** Kysely instances over a better-sqlite3 file opened here (relaxedDurability, groupCommit). */
+const sqliteInstances = new WeakSet<Kysely<Database>>();
+
+/** Whether `db` is a SQLite database opened by createDatabase (not a transaction on one). */
+export function isSqliteInstance(db: Kysely<Database>): boolean {
+  return sqliteInstances.has(db);
+}
+
+/**
+ * Run `fn` with commits that do not wait for their own fsync (SQLite only; elsewhere, and
+ * inside a transaction, `fn` simply runs on `db`).
+ *
+ * Only for writes whose loss in a power cut is the same as their never having happened: an
+ * idempotency claim (the request had not been answered yet) or an outbox row's "dispatched"
+ * mark (the relay dispatches it again, and the job id makes that a no-op). In WAL mode the
+ * next FULL commit fsyncs the log up to itself, so a relaxed write followed by a durable
+ * one is durable too, and neither a killed process nor a power cut can corrupt the file.
+ * Postgres needs nothing of the kind: its commits do not block this process while the
+ * server flushes, and concurrent commits share one flush (group commit).
+ */
+export async function relaxedDurability<T>(
+  db: Kysely<Database>,
+  fn: (db: Kysely<Database>) => Promise<T>,
+): Promise<T> {
+  if (!sqliteInstances.has(db)) return fn(db);
+  // One reserved connection, so no other caller's commit runs while the pragma is lowered.
+  return db.connection().execute(async (conn) => {
+    await sql`pragma synchronous = NORMAL`.execute(conn);
+    try {
+      return await fn(conn);
+    } finally {
+      await sql`pragma synchronous = FULL`.execute(conn);
+    }
   });
 }
 

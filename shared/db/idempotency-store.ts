@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import type { Kysely } from 'kysely';
+import { relaxedDurability } from './database';
 import type { Database } from './schema';
 
 /**
@@ -38,7 +39,17 @@ export interface ClaimInput {
   ttlMs: number;
 }
 
+/**
+ * Claim (principal, key). The claim is not fsynced on its own on SQLite (relaxedDurability):
+ * a claim lost in a power cut is one whose request was never answered, so the client's retry
+ * simply claims again; the transaction that completes it is durable, and so is everything
+ * before it in the log.
+ */
 export async function claimIdempotencyKey(db: Kysely<Database>, input: ClaimInput): Promise<ClaimOutcome> {
+  return relaxedDurability(db, (db) => claim(db, input));
+}
+
+async function claim(db: Kysely<Database>, input: ClaimInput): Promise<ClaimOutcome> {
   const { principalId, key, fingerprint, now, ttlMs } = input;
   const leaseExpiresAt = now + (input.leaseMs ?? 30_000);
   const claimToken = randomUUID();
@@ -92,7 +103,7 @@ export async function claimIdempotencyKey(db: Kysely<Database>, input: ClaimInpu
     .executeTakeFirst();
   if (!row) {
     // Released between our insert attempt and this read: claim again.
-    return claimIdempotencyKey(db, input);
+    return claim(db, input);
   }
   if (row.fingerprint !== fingerprint) return { outcome: 'mismatch' };
   if (row.state === 'in_flight')

@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import type { Kysely } from 'kysely';
+import { relaxedDurability } from './database';
 import type { Database } from './schema';
 
 /**
@@ -48,13 +49,16 @@ export async function insertOutboxRow(
   };
 }
 
+/** Not fsynced on its own on SQLite: a lost mark only makes the relay add the same job id again. */
 export async function markOutboxDispatched(db: Kysely<Database>, id: string, now: number): Promise<void> {
-  await db
-    .updateTable('outbox')
-    .set((eb) => ({ dispatched_at: now, attempts: eb('attempts', '+', 1), last_error: null }))
-    .where('id', '=', id)
-    .where('dispatched_at', 'is', null)
-    .execute();
+  await relaxedDurability(db, (db) =>
+    db
+      .updateTable('outbox')
+      .set((eb) => ({ dispatched_at: now, attempts: eb('attempts', '+', 1), last_error: null }))
+      .where('id', '=', id)
+      .where('dispatched_at', 'is', null)
+      .execute(),
+  );
 }
 
 export async function recordOutboxFailure(db: Kysely<Database>, id: string, error: string): Promise<void> {

@@ -88,6 +88,26 @@ describe('createDatabase on sqlite', () => {
     }
   });
 
+  it('commits with synchronous = FULL, also when a WAL file is reopened', async () => {
+    // better-sqlite3 is built with SQLITE_DEFAULT_WAL_SYNCHRONOUS=1: a reopened WAL database
+    // would silently run at NORMAL (commits lost in a power cut) unless the handle says FULL.
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'taskyard-sync-'));
+    const file = path.join(dir, 'x.db');
+    const synchronous = async (h: DatabaseHandle) =>
+      (await sql<{ synchronous: number }>`pragma synchronous`.execute(h.db)).rows[0]!.synchronous;
+    try {
+      const first = await open(`sqlite:${file}`);
+      await sql`create table t (x integer)`.execute(first.db);
+      expect(await synchronous(first)).toBe(2);
+      await first.close();
+      const reopened = await open(`sqlite:${file}`);
+      expect(await synchronous(reopened)).toBe(2);
+    } finally {
+      await Promise.all(handles.splice(0).map((h) => h.close()));
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   it('opens an in-memory database for sqlite::memory:', async () => {
     const handle = await open('sqlite::memory:');
     await sql`create table t (x integer)`.execute(handle.db);

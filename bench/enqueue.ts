@@ -104,16 +104,20 @@ async function startApi(
   return { url, proc };
 }
 
-async function startEcho(): Promise<{ url: string; proc: Spawned }> {
+/** A reference server script (echo or floor) that prints `{"msg":"<name> listening","port":N}`. */
+async function startReference(
+  name: 'echo' | 'floor',
+  env: Record<string, string> = {},
+): Promise<{ url: string; proc: Spawned }> {
   let resolvePort!: (p: number) => void;
   const port = new Promise<number>((r) => (resolvePort = r));
-  const proc = spawnTracked(process.execPath, ['--import', 'tsx', 'bench/echo-server.ts'], {
+  const proc = spawnTracked(process.execPath, ['--import', 'tsx', `bench/${name}-server.ts`], {
     cwd: ROOT,
-    env: { ...process.env, PORT: '0' },
+    env: { ...process.env, PORT: '0', ...env },
     onStdoutLine: (line) => {
       try {
         const msg = JSON.parse(line) as { msg?: string; port?: number };
-        if (msg.msg === 'echo listening' && typeof msg.port === 'number') resolvePort(msg.port);
+        if (msg.msg === `${name} listening` && typeof msg.port === 'number') resolvePort(msg.port);
       } catch {
         // not a JSON line
       }
@@ -123,9 +127,11 @@ async function startEcho(): Promise<{ url: string; proc: Spawned }> {
   try {
     const p = await Promise.race([
       port,
-      proc.exited.then((c) => Promise.reject(new Error(`echo server exited (${c}): ${proc.stderrTail()}`))),
+      proc.exited.then((c) =>
+        Promise.reject(new Error(`${name} server exited (${c}): ${proc.stderrTail()}`)),
+      ),
       new Promise<never>((_, reject) => {
-        timer = setTimeout(() => reject(new Error('echo server did not start within 30 s')), 30_000);
+        timer = setTimeout(() => reject(new Error(`${name} server did not start within 30 s`)), 30_000);
       }),
     ]);
     return { url: `http://127.0.0.1:${p}`, proc };
@@ -200,12 +206,52 @@ async function dropSchema(schema: string): Promise<void> {
   }
 }
 
+async function createSchema(schema: string): Promise<void> {
+  const client = new pg.Client({ connectionString: PG_BASE });
+  await client.connect();
+  try {
+    await client.query(`create schema ${pg.escapeIdentifier(schema)}`);
+  } finally {
+    await client.end();
+  }
+}
+
 async function deleteRedisPrefix(prefix: string): Promise<void> {
   const redis = createRedis(REDIS_URL, 'client');
   try {
     await deleteKeysWithPrefix(redis, prefix);
   } finally {
     redis.disconnect();
+  }
+}
+
+/** One round of the floor server (bench/floor-server.ts) against `databaseUrl`, cleaned up afterwards. */
+async function floorRound(
+  databaseUrl: (dir: string) => string,
+  label: string,
+  opts: EnqueueOptions,
+  env: Record<string, string> = {},
+): Promise<LoadResult> {
+  const dir = makeTempDir('floor');
+  const prefix = `bench-floor-${process.pid}-${Date.now()}`;
+  let floor: { url: string; proc: Spawned } | undefined;
+  try {
+    floor = await startReference('floor', {
+      FLOOR_DATABASE_URL: databaseUrl(dir),
+      REDIS_URL,
+      REDIS_PREFIX: prefix,
+      ...env,
+    });
+    const { url } = floor;
+    return await measure(
+      label,
+      () => load(url, '/enqueue', {}, opts.durationSec, opts.connections),
+      () => load(url, '/enqueue', {}, opts.warmupSec, opts.connections),
+    );
+  } finally {
+    await floor?.proc.stop();
+    await deleteRedisPrefix(prefix);
+    removeTempDir(dir);
   }
 }
 
@@ -242,7 +288,7 @@ export async function benchEnqueue(
 ): Promise<{ figures: Figure[]; notes: string[] }> {
   // The echo is measured before and after the api rounds and the two runs averaged, so drift
   // on the shared machine during the api rounds shows up in the reference too.
-  const echo = await startEcho();
+  const echo = await startReference('echo');
   const echoRun = (label: string) =>
     measure(
       label,
@@ -253,6 +299,8 @@ export async function benchEnqueue(
   let echoAfter: LoadResult;
   let sqlite: LoadResult;
   let postgres: LoadResult;
+  let floorSqlite: LoadResult;
+  let floorPostgres: LoadResult;
   try {
     echoBefore = await echoRun('express echo (before)');
 
@@ -263,6 +311,21 @@ export async function benchEnqueue(
       postgres = await apiRound(() => `${PG_BASE}?schema=${schema}`, 'api on Postgres', opts);
     } finally {
       await dropSchema(schema);
+    }
+
+    floorSqlite = await floorRound(
+      (dir) => `sqlite:${path.join(dir, 'floor.db')}`,
+      'floor (one FULL insert + add) on SQLite',
+      opts,
+    );
+    const floorSchema = `bench_floor_${process.pid}_${Date.now()}`;
+    try {
+      await createSchema(floorSchema);
+      floorPostgres = await floorRound(() => PG_BASE, 'floor (one insert + add) on Postgres', opts, {
+        FLOOR_TABLE: `${floorSchema}.floor_jobs`,
+      });
+    } finally {
+      await dropSchema(floorSchema);
     }
 
     echoAfter = await echoRun('express echo (after)');
@@ -306,10 +369,31 @@ export async function benchEnqueue(
       },
     );
   }
+  for (const [db, floor, api] of [
+    ['SQLite', floorSqlite, sqlite],
+    ['Postgres', floorPostgres, postgres],
+  ] as const) {
+    figures.push(
+      {
+        name: `floor: Express + one durable insert + BullMQ add, ${db} (${setting})`,
+        value: floor.rps,
+        unit: 'req/s',
+        reference: ref('same settings', echoResult.rps),
+      },
+      {
+        name: `POST /v1/backups, ${db}, against the floor`,
+        value: api.rps,
+        unit: 'req/s',
+        reference: { name: `floor, ${db}`, value: floor.rps },
+      },
+    );
+  }
   const failures = [
     ['echo', echoResult],
     ['SQLite', sqlite],
     ['Postgres', postgres],
+    ['floor SQLite', floorSqlite],
+    ['floor Postgres', floorPostgres],
   ]
     .filter(([, r]) => (r as LoadResult).failures !== '')
     .map(([n, r]) => `${n as string}: ${(r as LoadResult).failures}`);
@@ -320,6 +404,7 @@ export async function benchEnqueue(
       : `Failures: ${failures.join('; ')}.`,
     'The api runs as its own process (`node --import tsx api/server.ts`, TASKYARD_ENV=test, LOG_LEVEL=warn so the per-request access log is off, a fresh SQLite file or Postgres schema, its own Redis prefix); the echo server (`bench/echo-server.ts`) likewise. No worker runs, so enqueued jobs just wait in Redis.',
     `Echo reference = mean of a run before and one after the api rounds: ${echoBefore.rps.toFixed(0)} and ${echoAfter.rps.toFixed(0)} req/s (p99 ${echoBefore.p99} / ${echoAfter.p99} ms).`,
+    `The floor rows (\`bench/floor-server.ts\`, no target) show the least any persist-then-enqueue design does per request: Express with its JSON parser, one INSERT (SQLite WAL with synchronous = FULL; Postgres as configured) and one BullMQ add, no auth, idempotency, outbox or validation (${floorSqlite.total.toLocaleString('en-US')} and ${floorPostgres.total.toLocaleString('en-US')} responses). The api does, per request: key lookup, idempotency claim, one transaction (backup row, outbox row, idempotency record; on SQLite shared by the requests of one event-loop turn, see docs/architecture.md), BullMQ add, outbox mark.`,
     `2-core machine: autocannon (in the bench process) takes most of one core, the server under test the other, and the api also shares the machine with Redis (and Postgres). These are same-machine, relative figures, not capacity numbers. Latency figures are informational (no target); their ratio is api / echo.`,
   ];
   return { figures, notes };

@@ -19,7 +19,7 @@ import path from 'node:path';
 import SQLite from 'better-sqlite3';
 import pg from 'pg';
 import { loadMigrations } from '../migrations/index';
-import { writeBackupArchive } from '../shared/backup-archive';
+import { writeBackupArchive } from '../shared/backup-archive-writer';
 import { createDatabase } from '../shared/db/database';
 import { migrateToLatest } from '../shared/db/migrate';
 import { makeTempDir, removeTempDir, timeCommand } from './child-processes';

@@ -4,13 +4,11 @@ import path from 'node:path';
 import { CompiledQuery, type Kysely } from 'kysely';
 import {
   BackupArchiveError,
-  readArchive,
-  readArchiveHeader,
-  sha256File,
   TableDigest,
   type ArchiveTable,
   type BackupArchiveProblem,
 } from '../backup-archive';
+import { readArchive, readArchiveHeader, sha256File } from '../backup-archive-reader';
 import type { Logger } from '../logger';
 import {
   introspectKysely,

@@ -1,4 +1,4 @@
-import { writeBackupArchive } from '../../shared/backup-archive';
+import { writeBackupArchive } from '../../shared/backup-archive-writer';
 
 /**
  * Child process for memory tests: `node --import tsx tests/helpers/backup-child.ts <url> <dir> <file>`

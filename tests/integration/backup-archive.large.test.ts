@@ -3,7 +3,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { loadMigrations } from '../../migrations/index';
-import type { BackupArchiveResult } from '../../shared/backup-archive';
+import { type BackupArchiveResult } from '../../shared/backup-archive-writer';
 import { createDatabase, type DatabaseHandle } from '../../shared/db/database';
 import { restoreArchive } from '../../shared/db/restore';
 import {

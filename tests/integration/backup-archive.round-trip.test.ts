@@ -5,12 +5,9 @@ import path from 'node:path';
 import { gunzipSync, gzipSync } from 'node:zlib';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadMigrations } from '../../migrations/index';
-import {
-  BackupArchiveError,
-  readArchiveHeader,
-  writeBackupArchive,
-  type BackupArchiveResult,
-} from '../../shared/backup-archive';
+import { BackupArchiveError } from '../../shared/backup-archive';
+import { readArchiveHeader } from '../../shared/backup-archive-reader';
+import { writeBackupArchive, type BackupArchiveResult } from '../../shared/backup-archive-writer';
 import { createDatabase, type DatabaseHandle } from '../../shared/db/database';
 import type { Migration } from '../../shared/db/migrate';
 import { restoreArchive, verifyBackupArchive } from '../../shared/db/restore';

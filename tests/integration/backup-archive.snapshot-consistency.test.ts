@@ -3,7 +3,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { loadMigrations } from '../../migrations/index';
-import { writeBackupArchive } from '../../shared/backup-archive';
+import { writeBackupArchive } from '../../shared/backup-archive-writer';
 import type { DatabaseHandle } from '../../shared/db/database';
 import { verifyBackupArchive } from '../../shared/db/restore';
 import {

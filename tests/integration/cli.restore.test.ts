@@ -3,7 +3,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { runCli } from '../../cli/taskyard';
-import { writeBackupArchive, type BackupArchiveResult } from '../../shared/backup-archive';
+import { writeBackupArchive, type BackupArchiveResult } from '../../shared/backup-archive-writer';
 import { createDatabase } from '../../shared/db/database';
 import {
   disposeTestDatabase,

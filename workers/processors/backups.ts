@@ -1,7 +1,7 @@
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { DelayedError, UnrecoverableError, type Job } from 'bullmq';
-import { writeBackupArchive } from '../../shared/backup-archive';
+import { writeBackupArchive } from '../../shared/backup-archive-writer';
 import type { Clock } from '../../shared/clock';
 import type { Config } from '../../shared/config';
 import {

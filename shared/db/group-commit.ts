@@ -16,9 +16,15 @@ import type { Database } from './schema';
  *
  * On Postgres (and inside an existing transaction) this is a plain transaction: the server
  * already shares WAL flushes between concurrent commits, and savepoints would cost round trips.
- * Only for short transactions that do nothing but database work: a slow `fn` holds up its batch.
+ * Only for short transactions that do nothing but database work, through `trx` only: a slow
+ * `fn` holds up its batch, and one that used the root `db` would wait for the connection its
+ * own batch holds (a deadlock of every SQLite user in the process). The batch begins with a
+ * deferred BEGIN, so `fn` should write before it reads: a read-then-write transaction on
+ * SQLite can fail at once with SQLITE_BUSY when another process writes.
  */
 export function groupCommit<T>(db: Kysely<Database>, fn: (trx: Kysely<Database>) => Promise<T>): Promise<T> {
+  // Already inside a transaction: the caller's transaction is the unit of commit.
+  if (db.isTransaction) return fn(db);
   if (!isSqliteInstance(db)) return db.transaction().execute(fn);
   let group = groups.get(db);
   if (!group) {

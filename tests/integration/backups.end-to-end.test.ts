@@ -4,6 +4,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadMigrations } from '../../migrations/index';
+import { backupJobId } from '../../queues/backup-producer';
 import { backupsQueue } from '../../queues/backups';
 import { BACKENDS, waitFor } from '../helpers/services';
 import { startInProcessWorker } from '../helpers/worker-harness';
@@ -50,10 +51,15 @@ describe.each(BACKENDS)('backups end to end ($backend)', ({ makeUrl }) => {
     waitFor(
       async () => {
         const r = await get(id);
+        // A 404 is final: polling on would only hide the cause behind the timeout.
+        if (r.status === 404) return { gone: true as const };
         return r.body.status === 'succeeded' || r.body.status === 'failed' ? r.body : undefined;
       },
       { timeoutMs: 30_000, what: `backup ${id} finished` },
-    );
+    ).then((r) => {
+      if ('gone' in r) throw new Error(`backup ${id} disappeared (404) before it was seen finished`);
+      return r;
+    });
 
   it('a requested backup is written, recorded with its manifest, and downloadable by an admin', async () => {
     await startWorker();
@@ -106,9 +112,23 @@ describe.each(BACKENDS)('backups end to end ($backend)', ({ makeUrl }) => {
     await startWorker();
     const ids: string[] = [];
     for (let i = 0; i < 4; i++) ids.push((await post(`e2e-many-${i}`)).body.id);
-    for (const id of ids) expect((await settled(id)).status).toBe('succeeded');
-    // Retention runs after the manifest is written, inside the same job: wait for the jobs.
     const queue = api.queues.get('backups');
+    // The jobs, not the rows: a busy `backups` lock delays a job by 2 s, so backups can finish
+    // in any order, and retention (keep 2) may delete a succeeded one before it is polled.
+    for (const id of ids) {
+      const r = await waitFor(
+        async () => {
+          const job = await queue.getJob(backupJobId(id));
+          const state = await job?.getState();
+          return state === 'completed' || state === 'failed' ? { state, value: job!.returnvalue } : undefined;
+        },
+        { timeoutMs: 30_000, what: `backup job ${id} finished` },
+      );
+      expect(r.state).toBe('completed');
+      // A run, not a `{ skipped }` answer.
+      expect(r.value).toMatchObject({ backup_id: id, sha256: expect.any(String) });
+    }
+    // Retention runs after the manifest is written, inside the same job: wait for the jobs.
     await waitFor(
       async () => {
         const c = await queue.getJobCounts('active', 'waiting', 'delayed');

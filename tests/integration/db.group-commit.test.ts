@@ -134,6 +134,17 @@ describe.each(BACKENDS)('groupCommit on $backend', ({ backend, makeUrl }) => {
     },
   );
 
+  it('inside an existing transaction it runs in that transaction (rolled back with it)', async () => {
+    const { handle } = await open();
+    await expect(
+      handle.db.transaction().execute(async (trx) => {
+        expect(await groupCommit(trx, (t) => insert(t, 1).then(() => 'inner'))).toBe('inner');
+        throw new Error('outer rolls back');
+      }),
+    ).rejects.toThrow('outer rolls back');
+    expect(await values(handle.db)).toEqual([]);
+  });
+
   it('callers of later turns run in later transactions and see earlier commits', async () => {
     const { handle } = await open();
     for (let i = 0; i < 5; i++) {

@@ -1,7 +1,12 @@
 import type { Kysely } from 'kysely';
 import type { Clock } from '../shared/clock';
 import type { Database } from '../shared/db/schema';
-import { markOutboxDispatched, recordOutboxFailure, type OutboxRow } from '../shared/db/outbox-store';
+import {
+  MARK_DISPATCHED_MAX_IDS,
+  markOutboxDispatched,
+  recordOutboxFailure,
+  type OutboxRow,
+} from '../shared/db/outbox-store';
 import { toError } from '../shared/errors';
 import type { Logger } from '../shared/logger';
 import type { Queues } from './producer';
@@ -26,7 +31,44 @@ export async function dispatchOutboxRow(
     await recordOutboxFailure(deps.db, row.id, e.message).catch(() => undefined);
     return false;
   }
-  await markOutboxDispatched(deps.db, row.id, deps.clock.now().getTime());
+  await markDispatchedSoon(deps.db, row.id, deps.clock.now().getTime());
   deps.logger.info({ queue: row.queue, job_id: row.job_id, job_name: row.job_name }, 'job enqueued');
   return true;
+}
+
+interface MarkBatch {
+  ids: string[];
+  now: number;
+  done: Promise<void>;
+}
+
+/** The batch still taking ids, per database. */
+const openMarkBatches = new WeakMap<Kysely<Database>, MarkBatch>();
+
+/**
+ * Marks asked for in one turn of the event loop go out as one UPDATE: one round trip and one
+ * commit for all the requests whose jobs were added in that turn, instead of one each.
+ * Resolves when the UPDATE naming `id` has committed.
+ */
+function markDispatchedSoon(db: Kysely<Database>, id: string, now: number): Promise<void> {
+  let batch = openMarkBatches.get(db);
+  if (!batch) {
+    let start!: () => void;
+    const started = new Promise<void>((resolve) => (start = resolve));
+    const created: MarkBatch = {
+      ids: [],
+      now,
+      done: started.then(() => markOutboxDispatched(db, created.ids, created.now)),
+    };
+    batch = created;
+    openMarkBatches.set(db, created);
+    setImmediate(() => {
+      if (openMarkBatches.get(db) === created) openMarkBatches.delete(db);
+      start();
+    });
+  }
+  batch.ids.push(id);
+  // Full: later ids start the next batch.
+  if (batch.ids.length >= MARK_DISPATCHED_MAX_IDS) openMarkBatches.delete(db);
+  return batch.done;
 }

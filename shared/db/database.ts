@@ -118,6 +118,8 @@ function openSqlite(url: string): DatabaseHandle {
 
 /** Kysely instances over a better-sqlite3 file opened here (relaxedDurability, groupCommit). */
 const sqliteInstances = new WeakSet<Kysely<Database>>();
+/** Postgres: the instance whose sessions run with synchronous_commit off, per main instance. */
+const relaxedInstances = new WeakMap<Kysely<Database>, Kysely<Database>>();
 
 /** Whether `db` is a SQLite database opened by createDatabase (not a transaction on one). */
 export function isSqliteInstance(db: Kysely<Database>): boolean {
@@ -125,21 +127,27 @@ export function isSqliteInstance(db: Kysely<Database>): boolean {
 }
 
 /**
- * Run `fn` with commits that do not wait for their own fsync (SQLite only; elsewhere, and
- * inside a transaction, `fn` simply runs on `db`).
+ * Run `fn` with commits that do not wait for their own flush to disk. Inside a transaction,
+ * or on a database not opened by createDatabase, `fn` simply runs on `db`.
  *
- * Only for writes whose loss in a power cut is the same as their never having happened: an
- * idempotency claim (the request had not been answered yet) or an outbox row's "dispatched"
- * mark (the relay dispatches it again, and the job id makes that a no-op). In WAL mode the
- * next FULL commit fsyncs the log up to itself, so a relaxed write followed by a durable
- * one is durable too, and neither a killed process nor a power cut can corrupt the file.
- * Postgres needs nothing of the kind: its commits do not block this process while the
- * server flushes, and concurrent commits share one flush (group commit).
+ * Only for writes whose loss in a power cut or server crash is the same as their never having
+ * happened: an idempotency claim (its request had not been answered yet) or an outbox row's
+ * "dispatched" mark (the relay dispatches it again, and the job id makes that a no-op).
+ * Neither backend can lose such a write while keeping a later durable commit: WAL is a log,
+ * and a durable commit flushes it up to itself, earlier relaxed commits included.
+ *
+ * - SQLite: the one connection is reserved and runs `fn` at synchronous = NORMAL (no fsync
+ *   of its own; a killed process loses nothing, the file cannot be corrupted).
+ * - Postgres: `fn` runs on a second, smaller pool whose sessions have synchronous_commit
+ *   off; a server crash can lose the last few such commits, never a later synchronous one.
+ *   Its writes are visible to other sessions at once, as usual.
  */
 export async function relaxedDurability<T>(
   db: Kysely<Database>,
   fn: (db: Kysely<Database>) => Promise<T>,
 ): Promise<T> {
+  const relaxed = relaxedInstances.get(db);
+  if (relaxed) return fn(relaxed);
   if (!sqliteInstances.has(db)) return fn(db);
   // One reserved connection, so no other caller's commit runs while the pragma is lowered.
   return db.connection().execute(async (conn) => {
@@ -164,18 +172,8 @@ async function openPostgres(url: string, options: CreateDatabaseOptions): Promis
     );
   }
 
-  const pool = new pg.Pool({
-    connectionString: parsed.toString(),
-    max: options.poolSize ?? 10,
-    // A server that accepts TCP but never answers must not hang callers forever.
-    connectionTimeoutMillis: 10_000,
-    types: {
-      getTypeParser: ((oid: number, format?: 'text' | 'binary') =>
-        oid === PG_INT8_OID && format !== 'binary'
-          ? (value: string) => Number(value)
-          : pg.types.getTypeParser(oid, format)) as typeof pg.types.getTypeParser,
-    },
-  });
+  const poolSize = options.poolSize ?? 10;
+  const pool = newPool(parsed.toString(), poolSize);
   // An idle client whose server connection dies is dropped by the pool; the next query
   // reconnects or reports the outage. Without a listener pg would crash the process.
   pool.on('error', (err) => options.logger?.warn({ err, db: displayUrl }, 'idle database connection failed'));
@@ -191,20 +189,50 @@ async function openPostgres(url: string, options: CreateDatabaseOptions): Promis
     }
   }
 
-  const db = new Kysely<Database>({
+  const searchPath = schema === null ? [] : [`set search_path to ${pg.escapeIdentifier(schema)}`];
+  const db = postgresKysely(pool, searchPath);
+  // relaxedDurability's connections: the server acknowledges their commits before the WAL
+  // is flushed. pg connects lazily and drops idle clients after 10 s, so an idle process
+  // holds none of them.
+  const relaxedPool = newPool(parsed.toString(), Math.max(2, Math.ceil(poolSize / 2)));
+  relaxedPool.on('error', (err) =>
+    options.logger?.warn({ err, db: displayUrl }, 'idle database connection failed'),
+  );
+  const relaxed = postgresKysely(relaxedPool, [...searchPath, 'set synchronous_commit to off']);
+  relaxedInstances.set(db, relaxed);
+  return makeHandle(db, 'postgres', displayUrl, async () => {
+    await relaxed.destroy();
+    if (!pool.ending && !pool.ended) await pool.end();
+  });
+}
+
+function newPool(connectionString: string, max: number): pg.Pool {
+  return new pg.Pool({
+    connectionString,
+    max,
+    // A server that accepts TCP but never answers must not hang callers forever.
+    connectionTimeoutMillis: 10_000,
+    types: {
+      getTypeParser: ((oid: number, format?: 'text' | 'binary') =>
+        oid === PG_INT8_OID && format !== 'binary'
+          ? (value: string) => Number(value)
+          : pg.types.getTypeParser(oid, format)) as typeof pg.types.getTypeParser,
+    },
+  });
+}
+
+/** A Kysely over `pool` whose every new connection first runs `session` statements. */
+function postgresKysely(pool: pg.Pool, session: readonly string[]): Kysely<Database> {
+  return new Kysely<Database>({
     dialect: new PostgresDialect({
       pool,
       onCreateConnection:
-        schema === null
+        session.length === 0
           ? undefined
-          : (connection) =>
-              connection
-                .executeQuery(CompiledQuery.raw(`set search_path to ${pg.escapeIdentifier(schema)}`))
-                .then(() => undefined),
+          : async (connection) => {
+              for (const statement of session) await connection.executeQuery(CompiledQuery.raw(statement));
+            },
     }),
-  });
-  return makeHandle(db, 'postgres', displayUrl, async () => {
-    if (!pool.ending && !pool.ended) await pool.end();
   });
 }
 

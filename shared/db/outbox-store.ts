@@ -49,13 +49,27 @@ export async function insertOutboxRow(
   };
 }
 
-/** Not fsynced on its own on SQLite: a lost mark only makes the relay add the same job id again. */
-export async function markOutboxDispatched(db: Kysely<Database>, id: string, now: number): Promise<void> {
+/** Most ids one dispatched-mark UPDATE names. */
+export const MARK_DISPATCHED_MAX_IDS = 500;
+
+/**
+ * Mark outbox rows dispatched (at most MARK_DISPATCHED_MAX_IDS ids). Relaxed durability: a lost
+ * mark only makes the relay add the same job id again, which BullMQ ignores.
+ */
+export async function markOutboxDispatched(
+  db: Kysely<Database>,
+  ids: readonly string[],
+  now: number,
+): Promise<void> {
+  if (ids.length === 0) return;
+  if (ids.length > MARK_DISPATCHED_MAX_IDS) {
+    throw new Error(`markOutboxDispatched takes at most ${MARK_DISPATCHED_MAX_IDS} ids, got ${ids.length}`);
+  }
   await relaxedDurability(db, (db) =>
     db
       .updateTable('outbox')
       .set((eb) => ({ dispatched_at: now, attempts: eb('attempts', '+', 1), last_error: null }))
-      .where('id', '=', id)
+      .where('id', 'in', ids)
       .where('dispatched_at', 'is', null)
       .execute(),
   );

@@ -196,14 +196,21 @@ describe('relaxedDurability', () => {
     expect(await outside).toBe(2);
   });
 
-  it('Postgres: runs the work as it is', async () => {
+  it('Postgres: runs on a session with synchronous_commit off; its writes are visible at once', async () => {
     const url = testPostgresUrl('relaxed');
     pgSchemas.push(new URL(url).searchParams.get('schema')!);
     const handle = await createDatabase(url);
     handles.push(handle);
-    const r = await relaxedDurability(handle.db, async (db) =>
-      Number((await sql<{ n: number }>`select 41 + 1 as n`.execute(db)).rows[0]!.n),
-    );
-    expect(r).toBe(42);
+    const setting = async (db: Kysely<Database>) =>
+      (await sql<{ synchronous_commit: string }>`show synchronous_commit`.execute(db)).rows[0]!
+        .synchronous_commit;
+    await sql`create table items (x integer primary key)`.execute(handle.db);
+    const inside = await relaxedDurability(handle.db, async (db) => {
+      await insert(db, 1);
+      return setting(db);
+    });
+    expect(inside).toBe('off');
+    expect(await setting(handle.db)).toBe('on');
+    expect(await values(handle.db)).toEqual([1]);
   });
 });

@@ -11,29 +11,38 @@ import { toError } from '../shared/errors';
 import type { Logger } from '../shared/logger';
 import type { Queues } from './producer';
 
+/** `unmarked`: the job is in Redis but the row could not be marked; the relay re-adds it (a no-op). */
+export type DispatchOutcome = 'dispatched' | 'enqueue-failed' | 'unmarked';
+
 /**
  * Enqueue an outbox row's job and mark the row dispatched. The job id is deterministic, so
- * dispatching the same row twice (api after commit, then the relay) adds one job.
- * @returns whether the job is now in Redis; a failure is recorded on the row for the relay.
+ * dispatching the same row twice (api after commit, then the relay) adds one job. Never
+ * throws: the work is committed either way, and what failed is left to the relay.
  */
 export async function dispatchOutboxRow(
   deps: { db: Kysely<Database>; queues: Queues; clock: Clock; logger: Logger },
   row: OutboxRow,
-): Promise<boolean> {
+): Promise<DispatchOutcome> {
+  const where = { queue: row.queue, job_id: row.job_id };
   try {
     await deps.queues.add(row.queue, row.job_name, row.payload, row.job_id);
   } catch (err) {
     const e = toError(err);
-    deps.logger.warn(
-      { err: e, queue: row.queue, job_id: row.job_id },
-      'enqueue failed; the outbox relay will retry',
-    );
+    deps.logger.warn({ err: e, ...where }, 'enqueue failed; the outbox relay will retry');
     await recordOutboxFailure(deps.db, row.id, e.message).catch(() => undefined);
-    return false;
+    return 'enqueue-failed';
   }
-  await markDispatchedSoon(deps.db, row.id, deps.clock.now().getTime());
-  deps.logger.info({ queue: row.queue, job_id: row.job_id, job_name: row.job_name }, 'job enqueued');
-  return true;
+  deps.logger.info({ ...where, job_name: row.job_name }, 'job enqueued');
+  try {
+    await markDispatchedSoon(deps.db, row.id, deps.clock.now().getTime());
+  } catch (err) {
+    deps.logger.warn(
+      { err: toError(err), ...where },
+      'job enqueued, but its outbox row could not be marked; the relay will add it again (a no-op)',
+    );
+    return 'unmarked';
+  }
+  return 'dispatched';
 }
 
 interface MarkBatch {

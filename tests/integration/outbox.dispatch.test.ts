@@ -1,4 +1,5 @@
 import { randomUUID } from 'node:crypto';
+import { sql } from 'kysely';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { systemClock } from '../../shared/clock';
 import { insertOutboxRow, MARK_DISPATCHED_MAX_IDS, type OutboxRow } from '../../shared/db/outbox-store';
@@ -14,7 +15,7 @@ import { startApi, type ApiUnderTest } from './api.harness';
  * (at most MARK_DISPATCHED_MAX_IDS per UPDATE), and each caller returns only once its mark
  * has committed.
  */
-describe.each(BACKENDS)('outbox dispatch ($backend)', ({ makeUrl }) => {
+describe.each(BACKENDS)('outbox dispatch ($backend)', ({ backend, makeUrl }) => {
   let api: ApiUnderTest;
   const logger = createLogger({ level: 'silent' });
 
@@ -53,7 +54,7 @@ describe.each(BACKENDS)('outbox dispatch ($backend)', ({ makeUrl }) => {
     const batch = await rows(MARK_DISPATCHED_MAX_IDS + 100);
     const ids = batch.map((r) => r.id);
     const results = await Promise.all(batch.map((r) => dispatchOutboxRow(deps(), r)));
-    expect(results.filter(Boolean)).toHaveLength(batch.length);
+    expect(results.filter((r) => r === 'dispatched')).toHaveLength(batch.length);
     // Settled means marked: read straight after, no polling.
     const marked = await marks(ids);
     expect(marked).toHaveLength(batch.length);
@@ -72,9 +73,38 @@ describe.each(BACKENDS)('outbox dispatch ($backend)', ({ makeUrl }) => {
     expect(again.filter((m) => Number(m.attempts) === 1)).toHaveLength(50);
   });
 
+  it('a mark that fails does not fail the dispatch: the job is in Redis and the row is left to the relay', async () => {
+    const db = api.db.db;
+    if (backend === 'sqlite') {
+      await sql`create trigger refuse_mark before update of dispatched_at on outbox begin select raise(abort, 'marks refused'); end`.execute(
+        db,
+      );
+    } else {
+      await sql`create function refuse_mark() returns trigger language plpgsql as $$ begin raise exception 'marks refused'; end $$`.execute(
+        db,
+      );
+      await sql`create trigger refuse_mark before update on outbox for each row execute function refuse_mark()`.execute(
+        db,
+      );
+    }
+    try {
+      const [row] = await rows(1);
+      expect(await dispatchOutboxRow(deps(), row!)).toBe('unmarked');
+      expect(await api.queues.get('backups').getJob(row!.job_id)).toBeDefined();
+      const [m] = await marks([row!.id]);
+      expect(m!.dispatched_at).toBeNull();
+    } finally {
+      if (backend === 'sqlite') await sql`drop trigger refuse_mark`.execute(db);
+      else {
+        await sql`drop trigger refuse_mark on outbox`.execute(db);
+        await sql`drop function refuse_mark()`.execute(db);
+      }
+    }
+  });
+
   it('one row at a time (as the relay does) is marked before each call returns', async () => {
     for (const row of await rows(5)) {
-      expect(await dispatchOutboxRow(deps(), row)).toBe(true);
+      expect(await dispatchOutboxRow(deps(), row)).toBe('dispatched');
       const [m] = await marks([row.id]);
       expect(m!.dispatched_at).not.toBeNull();
     }

@@ -71,10 +71,11 @@ export function createMaintenanceProcessors(deps: MaintenanceDeps): Record<strin
         });
         for (const row of rows) {
           if (ctx.signal.aborted) return { dispatched, failed };
-          if (
-            await dispatchOutboxRow({ db, queues: deps.queues, clock: deps.clock, logger: ctx.logger }, row)
-          )
-            dispatched++;
+          const outcome = await dispatchOutboxRow(
+            { db, queues: deps.queues, clock: deps.clock, logger: ctx.logger },
+            row,
+          );
+          if (outcome === 'dispatched') dispatched++;
           else failed++;
         }
         // A failing row stays undispatched; stop instead of spinning on it in this tick.

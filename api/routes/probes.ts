@@ -1,16 +1,17 @@
 import { Router } from 'express';
 import type { Clock } from '../../shared/clock';
 import type { Config } from '../../shared/config';
-import { uuidParamSchema } from '../../shared/contract/common';
+import { listQuerySchema, uuidParamSchema } from '../../shared/contract/common';
 import { createProbeRunBodySchema, probeRunView } from '../../shared/contract/providers';
 import type { DatabaseHandle } from '../../shared/db/database';
-import { getProbeRun, type ProbeRunRow } from '../../shared/db/probe-runs-store';
+import { getProbeRun, listProbeRuns, type ProbeRunRow } from '../../shared/db/probe-runs-store';
 import { NotFoundError } from '../../shared/errors';
 import type { Logger } from '../../shared/logger';
 import { requestProbeRun } from '../../queues/probe-producer';
 import type { Queues } from '../../queues/producer';
 import { requireScope } from '../middleware/auth';
 import { idempotency } from '../middleware/idempotency';
+import { keysetPage } from '../keyset-page';
 import { methodNotAllowed } from '../middleware/not-found';
 import { validate, validated } from '../middleware/validate';
 
@@ -25,11 +26,12 @@ export interface ProbesRouteDeps {
 
 const createSchemas = { body: createProbeRunBodySchema };
 const oneSchemas = { params: uuidParamSchema };
+const listSchemas = { query: listQuerySchema };
 
 const location = (id: string) => `/v1/probes/runs/${id}`;
 const accepted = (row: ProbeRunRow) => ({ status: 202, body: probeRunView(row), location: location(row.id) });
 
-/** POST /v1/probes/runs (write, Idempotency-Key): a probe cycle now. GET /v1/probes/runs/:id (read). */
+/** POST /v1/probes/runs (write, Idempotency-Key): a probe cycle now. GET /v1/probes/runs (read, newest first) and /v1/probes/runs/:id (read). */
 export function probesRouter(deps: ProbesRouteDeps): Router {
   const router = Router();
   const db = deps.db.db;
@@ -45,7 +47,12 @@ export function probesRouter(deps: ProbesRouteDeps): Router {
       );
       res.status(response.status).location(response.location!).json(response.body);
     })
-    .all(methodNotAllowed(['POST']));
+    // Scheduled runs have ids nobody was told: the list is how they are found.
+    .get(requireScope('read'), validate(listSchemas), async (req, res) => {
+      const { query } = validated(req, listSchemas);
+      res.json(await keysetPage(query, (o) => listProbeRuns(db, o), probeRunView));
+    })
+    .all(methodNotAllowed(['GET', 'POST']));
 
   router
     .route('/v1/probes/runs/:id')

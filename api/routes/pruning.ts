@@ -1,16 +1,17 @@
 import { Router } from 'express';
 import type { Clock } from '../../shared/clock';
 import type { Config } from '../../shared/config';
-import { uuidParamSchema } from '../../shared/contract/common';
+import { listQuerySchema, uuidParamSchema } from '../../shared/contract/common';
 import { createPruningRunBodySchema, pruningRunView } from '../../shared/contract/pruning';
 import type { DatabaseHandle } from '../../shared/db/database';
-import { getPruningRun, type PruningRunRow } from '../../shared/db/pruning-store';
+import { getPruningRun, listPruningRuns, type PruningRunRow } from '../../shared/db/pruning-store';
 import { NotFoundError } from '../../shared/errors';
 import type { Logger } from '../../shared/logger';
 import { requestPruningRun } from '../../queues/pruning-producer';
 import type { Queues } from '../../queues/producer';
 import { requireScope } from '../middleware/auth';
 import { idempotency } from '../middleware/idempotency';
+import { keysetPage } from '../keyset-page';
 import { methodNotAllowed } from '../middleware/not-found';
 import { validate, validated } from '../middleware/validate';
 
@@ -25,6 +26,7 @@ export interface PruningRouteDeps {
 
 const createSchemas = { body: createPruningRunBodySchema };
 const oneSchemas = { params: uuidParamSchema };
+const listSchemas = { query: listQuerySchema };
 
 const location = (id: string) => `/v1/pruning/runs/${id}`;
 const accepted = (row: PruningRunRow) => ({
@@ -33,7 +35,7 @@ const accepted = (row: PruningRunRow) => ({
   location: location(row.id),
 });
 
-/** DESIGN.md §5: POST /v1/pruning/runs (write, Idempotency-Key), GET /v1/pruning/runs/:id (read). */
+/** DESIGN.md §5: POST /v1/pruning/runs (write, Idempotency-Key), GET /v1/pruning/runs/:id (read); also GET /v1/pruning/runs (read, newest first). */
 export function pruningRouter(deps: PruningRouteDeps): Router {
   const router = Router();
   const db = deps.db.db;
@@ -49,7 +51,12 @@ export function pruningRouter(deps: PruningRouteDeps): Router {
       );
       res.status(response.status).location(response.location!).json(response.body);
     })
-    .all(methodNotAllowed(['POST']));
+    // Scheduled runs have ids nobody was told: the list is how they are found.
+    .get(requireScope('read'), validate(listSchemas), async (req, res) => {
+      const { query } = validated(req, listSchemas);
+      res.json(await keysetPage(query, (o) => listPruningRuns(db, o), pruningRunView));
+    })
+    .all(methodNotAllowed(['GET', 'POST']));
 
   router
     .route('/v1/pruning/runs/:id')

@@ -1,6 +1,7 @@
 import type { Kysely, Selectable } from 'kysely';
 import type { BackupsTable, Database } from './schema';
 import { failFencedRun, noteFencedRunError, startFencedRun, type StartOutcome } from './fenced-run';
+import { newestFirst } from './newest-first';
 
 /** Backup manifests. Worker writes are fenced: they change a row only when `fence <= token`. */
 
@@ -67,17 +68,7 @@ export async function listBackups(
   db: Kysely<Database>,
   opts: { limit: number; after?: { createdAt: number; id: string } },
 ): Promise<BackupRow[]> {
-  let q = db.selectFrom('backups').selectAll();
-  if (opts.after) {
-    const { createdAt, id } = opts.after;
-    q = q.where((eb) =>
-      eb.or([
-        eb('created_at', '<', createdAt),
-        eb.and([eb('created_at', '=', createdAt), eb('id', '<', id)]),
-      ]),
-    );
-  }
-  return q.orderBy('created_at', 'desc').orderBy('id', 'desc').limit(opts.limit).execute();
+  return newestFirst(db.selectFrom('backups').selectAll(), opts).execute();
 }
 
 export type { StartOutcome };

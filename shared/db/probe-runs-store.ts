@@ -1,6 +1,7 @@
 import type { Kysely, Selectable } from 'kysely';
 import type { ProbeRunsTable, Database } from './schema';
 import { startFencedRun, type StartOutcome } from './fenced-run';
+import { newestFirst, type KeysetAfter } from './newest-first';
 
 /**
  * Probe runs: one row per probe cycle, manual (POST /v1/probes/runs) or scheduled. The
@@ -40,6 +41,14 @@ export async function insertProbeRunIfAbsent(
     .values({ id: r.id, trigger: r.trigger, status: 'queued', created_at: r.now })
     .onConflict((oc) => oc.column('id').doNothing())
     .execute();
+}
+
+/** Probe cycles, newest first (GET /v1/probes/runs). */
+export async function listProbeRuns(
+  db: Kysely<Database>,
+  opts: { limit: number; after?: KeysetAfter },
+): Promise<ProbeRunRow[]> {
+  return newestFirst(db.selectFrom('probe_runs').selectAll(), opts).execute();
 }
 
 export async function getProbeRun(db: Kysely<Database>, id: string): Promise<ProbeRunRow | undefined> {

@@ -9,6 +9,7 @@ import type {
   ProviderTransitionsTable,
   Database,
 } from './schema';
+import { newestFirst } from './newest-first';
 
 /**
  * Probe targets (providers), their samples and state transitions. Configuration is written
@@ -83,17 +84,7 @@ export async function listProviders(
   db: Kysely<Database>,
   opts: { limit: number; after?: { createdAt: number; id: string } },
 ): Promise<ProviderRow[]> {
-  let q = db.selectFrom('providers').selectAll();
-  if (opts.after) {
-    const { createdAt, id } = opts.after;
-    q = q.where((eb) =>
-      eb.or([
-        eb('created_at', '<', createdAt),
-        eb.and([eb('created_at', '=', createdAt), eb('id', '<', id)]),
-      ]),
-    );
-  }
-  return q.orderBy('created_at', 'desc').orderBy('id', 'desc').limit(opts.limit).execute();
+  return newestFirst(db.selectFrom('providers').selectAll(), opts).execute();
 }
 
 /**

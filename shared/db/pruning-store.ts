@@ -1,6 +1,7 @@
 import type { ExpressionBuilder, Kysely, Selectable } from 'kysely';
 import type { Database, PruningRunsTable } from './schema';
 import { failFencedRun, noteFencedRunError, startFencedRun, type StartOutcome } from './fenced-run';
+import { newestFirst, type KeysetAfter } from './newest-first';
 
 /**
  * Retention pruning (issue 5): one batched delete and one count per kind of expired row, and
@@ -264,6 +265,14 @@ export async function insertPruningRunIfAbsent(
     .values({ id: r.id, trigger: r.trigger, dry_run: r.dryRun ? 1 : 0, status: 'queued', created_at: r.now })
     .onConflict((oc) => oc.column('id').doNothing())
     .execute();
+}
+
+/** Pruning runs, newest first (GET /v1/pruning/runs). */
+export async function listPruningRuns(
+  db: Kysely<Database>,
+  opts: { limit: number; after?: KeysetAfter },
+): Promise<PruningRunRow[]> {
+  return newestFirst(db.selectFrom('pruning_runs').selectAll(), opts).execute();
 }
 
 export async function getPruningRun(db: Kysely<Database>, id: string): Promise<PruningRunRow | undefined> {

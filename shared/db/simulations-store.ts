@@ -1,6 +1,7 @@
 import type { Kysely, Selectable } from 'kysely';
 import type { Database, SimulationCheckpointsTable, SimulationStatus, SimulationsTable } from './schema';
 import { failFencedRun, noteFencedRunError } from './fenced-run';
+import { newestFirst } from './newest-first';
 
 /**
  * Simulations and their checkpoints (DESIGN.md §4.2, §4.3).
@@ -63,16 +64,7 @@ export async function listSimulations(
 ): Promise<SimulationRow[]> {
   let q = db.selectFrom('simulations').selectAll();
   if (opts.status) q = q.where('status', '=', opts.status);
-  if (opts.after) {
-    const { createdAt, id } = opts.after;
-    q = q.where((eb) =>
-      eb.or([
-        eb('created_at', '<', createdAt),
-        eb.and([eb('created_at', '=', createdAt), eb('id', '<', id)]),
-      ]),
-    );
-  }
-  return q.orderBy('created_at', 'desc').orderBy('id', 'desc').limit(opts.limit).execute();
+  return newestFirst(q, opts).execute();
 }
 
 export type CancelOutcome =

@@ -184,3 +184,33 @@ export function expectProblemShape(
     if (typeof b[k] !== 'string' || b[k] === '') throw new Error(`problem.${k} missing`);
   }
 }
+
+/**
+ * Every item of a newest-first list (DESIGN.md §5), following `next_cursor` `limit` at a time;
+ * checks each page's size and that items are ordered by (created_at, id) descending.
+ */
+export async function allPages(
+  api: Pick<ApiUnderTest, 'url'>,
+  path: string,
+  key: string,
+  limit: number,
+): Promise<Array<{ id: string; created_at: string }>> {
+  const items: Array<{ id: string; created_at: string }> = [];
+  let cursor: string | null = null;
+  for (let page = 0; page < 10_000; page++) {
+    const q = `?limit=${limit}${cursor ? `&cursor=${encodeURIComponent(cursor)}` : ''}`;
+    const r = await call(api, `${path}${q}`, { key });
+    if (r.status !== 200) throw new Error(`GET ${path}${q}: ${r.status} ${r.text}`);
+    if (r.body.items.length > limit) throw new Error(`GET ${path}${q}: ${r.body.items.length} items`);
+    items.push(...r.body.items);
+    cursor = r.body.next_cursor;
+    if (cursor === null) break;
+  }
+  for (let i = 1; i < items.length; i++) {
+    const [a, b] = [items[i - 1]!, items[i]!];
+    const ordered = a.created_at > b.created_at || (a.created_at === b.created_at && a.id > b.id);
+    if (!ordered)
+      throw new Error(`${path}: ${a.id} (${a.created_at}) listed before ${b.id} (${b.created_at})`);
+  }
+  return items;
+}

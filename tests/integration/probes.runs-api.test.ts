@@ -9,7 +9,7 @@ import { probesQueue } from '../../queues/probes';
 import { createWorkerRuntime } from '../../workers/runtime';
 import { buildProcessors } from '../../workers/processors/index';
 import { BACKENDS, waitFor } from '../helpers/services';
-import { call, expectProblemShape, startApi, type ApiUnderTest } from './api.harness';
+import { allPages, call, expectProblemShape, startApi, type ApiUnderTest } from './api.harness';
 
 /**
  * POST /v1/probes/runs → outbox → BullMQ → probe-cycle under the `probes` lock → samples and
@@ -137,6 +137,10 @@ describe.each(BACKENDS)('probe runs through the api and a worker ($backend)', ({
     );
     expect(new Set(scheduled.map((r) => r.id)).size).toBe(scheduled.length);
     for (const r of scheduled) expect(Number(r.probed)).toBe(1);
+    // Scheduled cycles have ids nobody was told: GET /v1/probes/runs lists them, newest first.
+    const listed = (await allPages(api, '/v1/probes/runs', api.keys.read, 2)).map((r) => r.id);
+    expect(listed).toEqual(expect.arrayContaining(scheduled.map((r) => r.id)));
+    expect(new Set(listed).size).toBe(listed.length);
     const off = await call(api, '/v1/schedules/probes', {
       method: 'PUT',
       key: api.keys.admin,

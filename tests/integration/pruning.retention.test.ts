@@ -18,7 +18,7 @@ import {
   type PruningProcessorDeps,
 } from '../../workers/processors/pruning';
 import { BACKENDS, startGate, waitFor } from '../helpers/services';
-import { call, expectProblemShape, startApi, type ApiUnderTest } from './api.harness';
+import { allPages, call, expectProblemShape, startApi, type ApiUnderTest } from './api.harness';
 
 /**
  * Retention pruning on real Redis and each database: exact counts per kind with rows on both
@@ -511,5 +511,22 @@ describe.each(BACKENDS)('pruning ($backend)', ({ makeUrl }) => {
     expect(done.started_at).toBe(new Date(T).toISOString());
     expect(done.finished_at).toBe(new Date(T).toISOString());
     expect(await countRows('idempotency_keys')).toBe(2);
+
+    // The list: newest first, paged by cursor, both runs exactly once however it is paged.
+    const all = await allPages(api, '/v1/pruning/runs', api.keys.read, 100);
+    const ids = all.map((r) => r.id);
+    expect(ids).toEqual(expect.arrayContaining([dry.body.id, real.body.id]));
+    expect(new Set(ids).size).toBe(ids.length);
+    expect((await allPages(api, '/v1/pruning/runs', api.keys.read, 1)).map((r) => r.id)).toEqual(ids);
+    expectProblemShape(
+      await call(api, '/v1/pruning/runs?cursor=not-a-cursor', { key: api.keys.read }),
+      'validation-failed',
+      400,
+    );
+    expectProblemShape(
+      await call(api, '/v1/pruning/runs?limit=101', { key: api.keys.read }),
+      'validation-failed',
+      400,
+    );
   });
 });

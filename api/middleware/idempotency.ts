@@ -117,7 +117,10 @@ export function idempotency(
 
     const captured = captureBody(res);
     res.once('close', () => {
-      if (completed) return;
+      // Completed inside a transaction that then failed to commit (e.g. a shared group
+      // commit): the 5xx still releases the claim. The release only deletes an in-flight
+      // claim, so it cannot touch a record whose completion did commit.
+      if (completed && res.statusCode < 500) return;
       void settleAfterResponse(deps.db, req, res, claimRef, captured()).catch((err: unknown) =>
         req.log.error(
           { err: toError(err) },

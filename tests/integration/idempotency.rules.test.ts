@@ -1,4 +1,5 @@
 import express from 'express';
+import { sql } from 'kysely';
 import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { idempotency, IDEMPOTENCY_LEASE_MS } from '../../api/middleware/idempotency';
@@ -195,13 +196,58 @@ describe.each(BACKENDS)('Idempotency-Key on POST /v1/backups ($backend)', ({ mak
   });
 });
 
-describe.each(BACKENDS)('Idempotency claim release on 5xx ($backend)', ({ makeUrl }) => {
+describe.each(BACKENDS)('Idempotency claim release on 5xx ($backend)', ({ backend, makeUrl }) => {
   let api: ApiUnderTest;
   beforeAll(async () => {
     api = await startApi({ databaseUrl: makeUrl('idem5xx') });
   });
   afterAll(async () => {
     await api?.close();
+  });
+
+  it('a COMMIT that fails after the claim was completed inside it still releases the claim', async () => {
+    const db = api.db.db;
+    // A backup insert adds a child row whose deferred foreign key is only checked at COMMIT.
+    await sql`create table commit_breaker_parent (id integer primary key)`.execute(db);
+    await sql`create table commit_breaker (id integer primary key, parent_id integer not null references commit_breaker_parent (id) deferrable initially deferred)`.execute(
+      db,
+    );
+    if (backend === 'sqlite') {
+      await sql`create trigger break_commit after insert on backups begin insert into commit_breaker (id, parent_id) values (new.rowid, 999); end`.execute(
+        db,
+      );
+    } else {
+      await sql`create function break_commit() returns trigger language plpgsql as $$ begin insert into commit_breaker (id, parent_id) values (1, 999); return new; end $$`.execute(
+        db,
+      );
+      await sql`create trigger break_commit after insert on backups for each row execute function break_commit()`.execute(
+        db,
+      );
+    }
+    const post = () =>
+      call(api, '/v1/backups', {
+        method: 'POST',
+        key: api.keys.write,
+        headers: { 'content-type': 'application/json', 'idempotency-key': 'commit-fails' },
+        body: '{}',
+      });
+    const claim = () =>
+      db.selectFrom('idempotency_keys').selectAll().where('key', '=', 'commit-fails').executeTakeFirst();
+    try {
+      const failed = await post();
+      expect(failed.status).toBe(500);
+      await waitFor(async () => (await claim()) === undefined, { timeoutMs: 5_000, what: 'claim released' });
+    } finally {
+      if (backend === 'sqlite') await sql`drop trigger break_commit`.execute(db);
+      else {
+        await sql`drop trigger break_commit on backups`.execute(db);
+        await sql`drop function break_commit()`.execute(db);
+      }
+    }
+    expect(await db.selectFrom('backups').selectAll().execute()).toHaveLength(0);
+    const retried = await post();
+    expect(retried.status).toBe(202);
+    expect(await db.selectFrom('backups').selectAll().execute()).toHaveLength(1);
   });
 
   it('a 5xx releases the claim so a retry with the same key runs again', async () => {

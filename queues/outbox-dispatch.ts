@@ -11,7 +11,7 @@ import { toError } from '../shared/errors';
 import type { Logger } from '../shared/logger';
 import type { Queues } from './producer';
 
-/** `unmarked`: the job is in Redis but the row could not be marked; the relay re-adds it (a no-op). */
+/** `unmarked`: the job is in Redis but the row could not be marked; the relay re-adds the same job id. */
 export type DispatchOutcome = 'dispatched' | 'enqueue-failed' | 'unmarked';
 
 /**
@@ -38,7 +38,7 @@ export async function dispatchOutboxRow(
   } catch (err) {
     deps.logger.warn(
       { err: toError(err), ...where },
-      'job enqueued, but its outbox row could not be marked; the relay will add it again (a no-op)',
+      'job enqueued, but its outbox row could not be marked; the relay will add the same job id again',
     );
     return 'unmarked';
   }

@@ -28,6 +28,12 @@ export function encodeCursor(c: KeysetCursor): string {
   return Buffer.from(JSON.stringify([c.createdAt, c.id])).toString('base64url');
 }
 
+/**
+ * Every id a list pages over: UUIDs and simulation ids (SIMULATION_ID_PATTERN). Anything else,
+ * e.g. a NUL byte Postgres refuses in text, cannot come from a cursor this api issued.
+ */
+const CURSOR_ID = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
+
 /** @returns undefined when the cursor is not one we issued. */
 export function decodeCursor(raw: string): KeysetCursor | undefined {
   try {
@@ -37,7 +43,7 @@ export function decodeCursor(raw: string): KeysetCursor | undefined {
       v.length === 2 &&
       Number.isSafeInteger(v[0]) &&
       typeof v[1] === 'string' &&
-      v[1].length <= 256
+      CURSOR_ID.test(v[1])
     ) {
       return { createdAt: v[0] as number, id: v[1] };
     }

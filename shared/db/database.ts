@@ -36,7 +36,8 @@ const PG_INT8_OID = 20;
  *
  * - `sqlite:<path>` (also `sqlite://<path>` and `sqlite::memory:`): better-sqlite3; the parent
  *   directory is created; WAL, `busy_timeout` 5000 and `foreign_keys` on.
- * - `postgres://…` / `postgresql://…`: a pg Pool. An optional `?schema=<name>` selects a schema,
+ * - `postgres://…` / `postgresql://…`: a pg Pool. `?relaxed_commits=off` turns off the second
+ *   pool of relaxedDurability (needed behind a transaction-pooling proxy). An optional `?schema=<name>` selects a schema,
  *   created when absent, and set as the `search_path` of every pooled connection. INT8 columns
  *   (our epoch-millisecond timestamps, `count(*)`) arrive as JS numbers, via the pool's own
  *   `types`, so the process-global `pg.types` stays untouched.
@@ -132,7 +133,8 @@ export function isSqliteInstance(db: Kysely<Database>): boolean {
  *
  * Only for writes whose loss in a power cut or server crash is the same as their never having
  * happened: an idempotency claim (its request had not been answered yet) or an outbox row's
- * "dispatched" mark (the relay dispatches it again, and the job id makes that a no-op).
+ * "dispatched" mark (the relay adds the same job id again: ignored while BullMQ keeps the job,
+ * refused by the fenced start of a finished resource otherwise).
  * Neither backend can lose such a write while keeping a later durable commit: WAL is a log,
  * and a durable commit flushes it up to itself, earlier relaxed commits included.
  *
@@ -163,9 +165,14 @@ export async function relaxedDurability<T>(
 async function openPostgres(url: string, options: CreateDatabaseOptions): Promise<DatabaseHandle> {
   const parsed = new URL(url);
   const schema = parsed.searchParams.get('schema');
-  // pg would pass an unknown `schema` parameter on to the server as a startup option.
+  const relaxedCommits = parsed.searchParams.get('relaxed_commits') ?? 'on';
+  // pg would pass unknown parameters on to the server as startup options.
   parsed.searchParams.delete('schema');
+  parsed.searchParams.delete('relaxed_commits');
   const displayUrl = redactUrl(url);
+  if (relaxedCommits !== 'on' && relaxedCommits !== 'off') {
+    throw new Error(`invalid relaxed_commits "${relaxedCommits}" in ${displayUrl}: use on or off`);
+  }
   if (schema !== null && !SCHEMA_NAME.test(schema)) {
     throw new Error(
       `invalid schema "${schema}" in ${displayUrl}: use 1-63 letters, digits or _, not starting with a digit`,
@@ -191,6 +198,13 @@ async function openPostgres(url: string, options: CreateDatabaseOptions): Promis
 
   const searchPath = schema === null ? [] : [`set search_path to ${pg.escapeIdentifier(schema)}`];
   const db = postgresKysely(pool, searchPath);
+  const closePool = async () => {
+    if (!pool.ending && !pool.ended) await pool.end();
+  };
+  // Behind a transaction-pooling proxy (PgBouncer pool_mode=transaction) a session setting
+  // would stay on a server connection that later carries someone's durable commit, so the
+  // URL can turn the relaxed pool off; relaxedDurability then uses the main pool.
+  if (relaxedCommits === 'off') return makeHandle(db, 'postgres', displayUrl, closePool);
   // relaxedDurability's connections: the server acknowledges their commits before the WAL
   // is flushed. pg connects lazily and drops idle clients after 10 s, so an idle process
   // holds none of them.
@@ -201,8 +215,11 @@ async function openPostgres(url: string, options: CreateDatabaseOptions): Promis
   const relaxed = postgresKysely(relaxedPool, [...searchPath, 'set synchronous_commit to off']);
   relaxedInstances.set(db, relaxed);
   return makeHandle(db, 'postgres', displayUrl, async () => {
-    await relaxed.destroy();
-    if (!pool.ending && !pool.ended) await pool.end();
+    try {
+      await relaxed.destroy();
+    } finally {
+      await closePool();
+    }
   });
 }
 

@@ -1,4 +1,5 @@
 import type { ControlledTransaction, Kysely } from 'kysely';
+import { toError } from '../errors';
 import { isSqliteInstance } from './database';
 import type { Database } from './schema';
 
@@ -7,12 +8,14 @@ import type { Database } from './schema';
  * one after another inside one SQLite transaction, each in its own savepoint, and share one
  * COMMIT, that is one fsync (synchronous = FULL). better-sqlite3 blocks the event loop for
  * the whole fsync, so without this every accepted request paid ~265 µs of blocked loop on
- * the bench machine (bench/RESULTS.md); a batch pays it once.
+ * the bench machine (measured per statement under the enqueue benchmark's load); a batch
+ * pays it once.
  *
  * Each caller keeps the semantics of its own transaction: its work commits or rolls back as
  * a whole, a failure (thrown by `fn`) rolls back only its own savepoint, and its promise
  * settles only after the shared COMMIT, so nothing is reported before it is on disk. If the
- * COMMIT itself fails, every caller in the batch gets that error and nothing is written.
+ * COMMIT itself fails, every caller in the batch gets that error and nothing is written;
+ * likewise when a caller's error ended the whole transaction (the error names it).
  *
  * On Postgres (and inside an existing transaction) this is a plain transaction: the server
  * already shares WAL flushes between concurrent commits, and savepoints would cost round trips.
@@ -88,8 +91,16 @@ class Group {
           await sp.releaseSavepoint('group_commit_item').execute();
           outcomes.push({ ok: true, value });
         } catch (err) {
-          await sp.rollbackToSavepoint('group_commit_item').execute();
-          await sp.releaseSavepoint('group_commit_item').execute();
+          try {
+            await sp.rollbackToSavepoint('group_commit_item').execute();
+            await sp.releaseSavepoint('group_commit_item').execute();
+          } catch (undoErr) {
+            // Some errors (SQLITE_FULL, SQLITE_IOERR, …) end the whole transaction, savepoints
+            // included: the batch is lost, and every caller is told why, not "no such savepoint".
+            throw new Error(`a group commit batch was rolled back: ${toError(err).message}`, {
+              cause: new AggregateError([err, undoErr]),
+            });
+          }
           outcomes.push({ ok: false, err });
         }
       }

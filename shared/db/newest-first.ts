@@ -18,9 +18,8 @@ export function newestFirst<DB, TB extends keyof DB, O>(
   let page = q;
   if (opts.after) {
     const { createdAt, id } = opts.after;
-    page = page.where(
-      sql<boolean>`(created_at < ${createdAt} or (created_at = ${createdAt} and id < ${id}))`,
-    );
+    // A row-value comparison: both backends turn it into one range seek on (created_at, id).
+    page = page.where(sql<boolean>`(created_at, id) < (${createdAt}, ${id})`);
   }
   return page
     .orderBy(sql`created_at`, 'desc')

@@ -54,7 +54,8 @@ export const MARK_DISPATCHED_MAX_IDS = 500;
 
 /**
  * Mark outbox rows dispatched (at most MARK_DISPATCHED_MAX_IDS ids). Relaxed durability: a lost
- * mark only makes the relay add the same job id again, which BullMQ ignores.
+ * mark only makes the relay add the same job id again: ignored while BullMQ keeps the job, and
+ * otherwise a job whose fenced start refuses its finished resource.
  */
 export async function markOutboxDispatched(
   db: Kysely<Database>,

@@ -116,6 +116,8 @@ describe('a fleet of api + two workers', () => {
     expect([...fx.values()].filter((n) => n !== 1)).toEqual([]);
     // Both workers took part before the stop.
     const ranOn = (w: SpawnedProcess) => w.logs.filter((l) => l.msg === 'job completed').length;
+    // Log lines cross a pipe after the job's state is in Redis: wait for them to arrive.
+    await waitFor(() => ranOn(a) + ranOn(b) >= JOBS, { what: `${JOBS} job completed lines` });
     expect(ranOn(a)).toBeGreaterThan(0);
     expect(ranOn(a) + ranOn(b)).toBe(JOBS);
 

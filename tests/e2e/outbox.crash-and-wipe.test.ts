@@ -187,10 +187,16 @@ describe('outbox relay and reconciler', () => {
     const rows = await manualRows();
     expect(rows.map((r) => r.id).sort()).toEqual([...ids].sort());
     expect(rows.map((r) => r.attempts)).toEqual([1, 1, 1]);
-    const succeeded = worker.logs
-      .filter((l) => l.msg === 'backup succeeded' && ids.includes(String(l.backup_id)))
-      .map((l) => l.backup_id);
-    expect([...succeeded].sort()).toEqual([...ids].sort());
+    // The row commits before the worker logs it, and the line still has to cross the pipe.
+    const succeededLines = () =>
+      worker.logs
+        .filter((l) => l.msg === 'backup succeeded' && ids.includes(String(l.backup_id)))
+        .map((l) => String(l.backup_id));
+    await waitFor(() => succeededLines().length >= ids.length, {
+      what: 'a backup succeeded line per backup',
+      timeoutMs: 10_000,
+    });
+    expect([...succeededLines()].sort()).toEqual([...ids].sort());
 
     await queue.close();
     await maint.close();

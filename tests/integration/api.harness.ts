@@ -206,6 +206,7 @@ export async function allPages(
     cursor = r.body.next_cursor;
     if (cursor === null) break;
   }
+  if (cursor !== null) throw new Error(`${path}: still a next_cursor after 10,000 pages`);
   for (let i = 1; i < items.length; i++) {
     const [a, b] = [items[i - 1]!, items[i]!];
     const ordered = a.created_at > b.created_at || (a.created_at === b.created_at && a.id > b.id);

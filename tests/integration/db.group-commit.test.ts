@@ -145,6 +145,46 @@ describe.each(BACKENDS)('groupCommit on $backend', ({ backend, makeUrl }) => {
     expect(await values(handle.db)).toEqual([]);
   });
 
+  it(
+    backend === 'sqlite'
+      ? 'an error that ends the whole transaction fails the batch, and every caller is told the cause'
+      : 'an error in one transaction fails its own caller only',
+    async () => {
+      const { handle } = await open();
+      if (backend === 'sqlite') {
+        // RAISE(ROLLBACK) ends the transaction itself, savepoints included.
+        await sql`create trigger no_thirteen before insert on items when new.x = 13 begin select raise(rollback, 'thirteen refused'); end`.execute(
+          handle.db,
+        );
+      } else {
+        await sql`create function no_thirteen() returns trigger language plpgsql as $$ begin if new.x = 13 then raise exception 'thirteen refused'; end if; return new; end $$`.execute(
+          handle.db,
+        );
+        await sql`create trigger no_thirteen before insert on items for each row execute function no_thirteen()`.execute(
+          handle.db,
+        );
+      }
+      const outcomes = await Promise.allSettled(
+        [1, 13, 2].map((x) => groupCommit(handle.db, (trx) => insert(trx, x))),
+      );
+      if (backend === 'sqlite') {
+        expect(outcomes.map((o) => o.status)).toEqual(['rejected', 'rejected', 'rejected']);
+        for (const o of outcomes) {
+          expect(String((o as PromiseRejectedResult).reason)).toContain(
+            'a group commit batch was rolled back: thirteen refused',
+          );
+        }
+        expect(await values(handle.db)).toEqual([]);
+      } else {
+        expect(outcomes.map((o) => o.status)).toEqual(['fulfilled', 'rejected', 'fulfilled']);
+        expect(await values(handle.db)).toEqual([1, 2]);
+      }
+      // The next batch runs normally.
+      await groupCommit(handle.db, (trx) => insert(trx, 3));
+      expect(await values(handle.db)).toContain(3);
+    },
+  );
+
   it('callers of later turns run in later transactions and see earlier commits', async () => {
     const { handle } = await open();
     for (let i = 0; i < 5; i++) {
@@ -212,5 +252,22 @@ describe('relaxedDurability', () => {
     expect(inside).toBe('off');
     expect(await setting(handle.db)).toBe('on');
     expect(await values(handle.db)).toEqual([1]);
+  });
+
+  it('Postgres with ?relaxed_commits=off (behind a transaction pooler): runs on the main pool, fully durable', async () => {
+    const url = testPostgresUrl('relaxed_off');
+    pgSchemas.push(new URL(url).searchParams.get('schema')!);
+    const u = new URL(url);
+    u.searchParams.set('relaxed_commits', 'off');
+    const handle = await createDatabase(u.toString());
+    handles.push(handle);
+    const inside = await relaxedDurability(handle.db, async (db) =>
+      String(
+        (await sql<{ s: string }>`select current_setting('synchronous_commit') as s`.execute(db)).rows[0]!.s,
+      ),
+    );
+    expect(inside).toBe('on');
+    u.searchParams.set('relaxed_commits', 'maybe');
+    await expect(createDatabase(u.toString())).rejects.toThrow('invalid relaxed_commits "maybe"');
   });
 });

@@ -13,7 +13,7 @@ import { startApi, type ApiUnderTest } from './api.harness';
  * dispatchOutboxRow against real Redis and each database: the job is added under the row's
  * job id, and the row is marked dispatched; the marks of one event-loop turn go out together
  * (at most MARK_DISPATCHED_MAX_IDS per UPDATE), and each caller returns only once its mark
- * has committed.
+ * has committed. (600 rows also exercise the split: one UPDATE refuses more than 500 ids.)
  */
 describe.each(BACKENDS)('outbox dispatch ($backend)', ({ backend, makeUrl }) => {
   let api: ApiUnderTest;

@@ -523,6 +523,13 @@ describe.each(BACKENDS)('pruning ($backend)', ({ makeUrl }) => {
       'validation-failed',
       400,
     );
+    // A well-formed cursor holding an id no list issues (a NUL byte Postgres refuses in text).
+    const forged = Buffer.from(JSON.stringify([T, 'a\u0000b'])).toString('base64url');
+    expectProblemShape(
+      await call(api, `/v1/pruning/runs?cursor=${forged}`, { key: api.keys.read }),
+      'validation-failed',
+      400,
+    );
     expectProblemShape(
       await call(api, '/v1/pruning/runs?limit=101', { key: api.keys.read }),
       'validation-failed',

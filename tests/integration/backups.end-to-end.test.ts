@@ -118,9 +118,11 @@ describe.each(BACKENDS)('backups end to end ($backend)', ({ makeUrl }) => {
     for (const id of ids) {
       const r = await waitFor(
         async () => {
+          // finishedOn and returnvalue are written together when the job finishes, so a
+          // snapshot with finishedOn has its return value (getState alone could be newer).
           const job = await queue.getJob(backupJobId(id));
-          const state = await job?.getState();
-          return state === 'completed' || state === 'failed' ? { state, value: job!.returnvalue } : undefined;
+          if (!job?.finishedOn) return undefined;
+          return { state: await job.getState(), value: job.returnvalue };
         },
         { timeoutMs: 30_000, what: `backup job ${id} finished` },
       );

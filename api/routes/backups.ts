@@ -5,7 +5,7 @@ import { Router } from 'express';
 import type { Clock } from '../../shared/clock';
 import type { Config } from '../../shared/config';
 import { backupView, createBackupBodySchema, verifyBackupBodySchema } from '../../shared/contract/backups';
-import { listQuerySchema, uuidParamSchema } from '../../shared/contract/common';
+import { uuidParamSchema } from '../../shared/contract/common';
 import { getBackup, listBackups, type BackupRow } from '../../shared/db/backups-store';
 import type { DatabaseHandle } from '../../shared/db/database';
 import { ConflictError, NotFoundError } from '../../shared/errors';
@@ -14,7 +14,7 @@ import { requestBackup, requestBackupVerification } from '../../queues/backup-pr
 import type { Queues } from '../../queues/producer';
 import { requireScope } from '../middleware/auth';
 import { idempotency } from '../middleware/idempotency';
-import { keysetPage } from '../keyset-page';
+import { getById, listNewestFirst } from '../read-handlers';
 import { methodNotAllowed } from '../middleware/not-found';
 import { validate, validated } from '../middleware/validate';
 
@@ -28,7 +28,6 @@ export interface BackupsRouteDeps {
 }
 
 const createSchemas = { body: createBackupBodySchema };
-const listSchemas = { query: listQuerySchema };
 const oneSchemas = { params: uuidParamSchema };
 const verifySchemas = { params: uuidParamSchema, body: verifyBackupBodySchema };
 
@@ -59,20 +58,12 @@ export function backupsRouter(deps: BackupsRouteDeps): Router {
       });
       res.status(response.status).location(response.location!).json(response.body);
     })
-    .get(requireScope('read'), validate(listSchemas), async (req, res) => {
-      const { query } = validated(req, listSchemas);
-      res.json(await keysetPage(query, (o) => listBackups(db, o), backupView));
-    })
+    .get(...listNewestFirst((o) => listBackups(db, o), backupView))
     .all(methodNotAllowed(['GET', 'POST']));
 
   router
     .route('/v1/backups/:id')
-    .get(requireScope('read'), validate(oneSchemas), async (req, res) => {
-      const { params } = validated(req, oneSchemas);
-      const row = await getBackup(db, params.id);
-      if (!row) throw new NotFoundError(`There is no backup with id ${params.id}.`);
-      res.json(backupView(row));
-    })
+    .get(...getById('backup', (id) => getBackup(db, id), backupView))
     .all(methodNotAllowed(['GET']));
 
   router

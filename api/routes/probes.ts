@@ -1,17 +1,15 @@
 import { Router } from 'express';
 import type { Clock } from '../../shared/clock';
 import type { Config } from '../../shared/config';
-import { listQuerySchema, uuidParamSchema } from '../../shared/contract/common';
 import { createProbeRunBodySchema, probeRunView } from '../../shared/contract/providers';
 import type { DatabaseHandle } from '../../shared/db/database';
 import { getProbeRun, listProbeRuns, type ProbeRunRow } from '../../shared/db/probe-runs-store';
-import { NotFoundError } from '../../shared/errors';
 import type { Logger } from '../../shared/logger';
 import { requestProbeRun } from '../../queues/probe-producer';
 import type { Queues } from '../../queues/producer';
 import { requireScope } from '../middleware/auth';
 import { idempotency } from '../middleware/idempotency';
-import { keysetPage } from '../keyset-page';
+import { getById, listNewestFirst } from '../read-handlers';
 import { methodNotAllowed } from '../middleware/not-found';
 import { validate, validated } from '../middleware/validate';
 
@@ -25,8 +23,6 @@ export interface ProbesRouteDeps {
 }
 
 const createSchemas = { body: createProbeRunBodySchema };
-const oneSchemas = { params: uuidParamSchema };
-const listSchemas = { query: listQuerySchema };
 
 const location = (id: string) => `/v1/probes/runs/${id}`;
 const accepted = (row: ProbeRunRow) => ({ status: 202, body: probeRunView(row), location: location(row.id) });
@@ -48,20 +44,12 @@ export function probesRouter(deps: ProbesRouteDeps): Router {
       res.status(response.status).location(response.location!).json(response.body);
     })
     // Scheduled runs have ids nobody was told: the list is how they are found.
-    .get(requireScope('read'), validate(listSchemas), async (req, res) => {
-      const { query } = validated(req, listSchemas);
-      res.json(await keysetPage(query, (o) => listProbeRuns(db, o), probeRunView));
-    })
+    .get(...listNewestFirst((o) => listProbeRuns(db, o), probeRunView))
     .all(methodNotAllowed(['GET', 'POST']));
 
   router
     .route('/v1/probes/runs/:id')
-    .get(requireScope('read'), validate(oneSchemas), async (req, res) => {
-      const { params } = validated(req, oneSchemas);
-      const row = await getProbeRun(db, params.id);
-      if (!row) throw new NotFoundError(`There is no probe run with id ${params.id}.`);
-      res.json(probeRunView(row));
-    })
+    .get(...getById('probe run', (id) => getProbeRun(db, id), probeRunView))
     .all(methodNotAllowed(['GET']));
 
   return router;

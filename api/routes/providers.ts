@@ -1,7 +1,7 @@
 import { Router } from 'express';
 import type { Clock } from '../../shared/clock';
 import type { Config } from '../../shared/config';
-import { listQuerySchema, uuidParamSchema } from '../../shared/contract/common';
+import { uuidParamSchema } from '../../shared/contract/common';
 import {
   createProviderBodySchema,
   HEALTH_RECENT_SAMPLES,
@@ -23,7 +23,7 @@ import {
 import { ConflictError, NotFoundError } from '../../shared/errors';
 import { requireScope } from '../middleware/auth';
 import { idempotency } from '../middleware/idempotency';
-import { keysetPage } from '../keyset-page';
+import { getById, listNewestFirst } from '../read-handlers';
 import { methodNotAllowed } from '../middleware/not-found';
 import { validate, validated } from '../middleware/validate';
 
@@ -34,7 +34,6 @@ export interface ProvidersRouteDeps {
 }
 
 const createSchemas = { body: createProviderBodySchema };
-const listSchemas = { query: listQuerySchema };
 const oneSchemas = { params: uuidParamSchema };
 const patchSchemas = { params: uuidParamSchema, body: patchProviderBodySchema };
 
@@ -63,20 +62,12 @@ export function providersRouter(deps: ProvidersRouteDeps): Router {
       req.log.info({ provider_id: r.row.id, name: r.row.name }, 'provider created');
       res.status(201).location(location(r.row.id)).json(providerView(r.row));
     })
-    .get(requireScope('read'), validate(listSchemas), async (req, res) => {
-      const { query } = validated(req, listSchemas);
-      res.json(await keysetPage(query, (o) => listProviders(db, o), providerView));
-    })
+    .get(...listNewestFirst((o) => listProviders(db, o), providerView))
     .all(methodNotAllowed(['GET', 'POST']));
 
   router
     .route('/v1/providers/:id')
-    .get(requireScope('read'), validate(oneSchemas), async (req, res) => {
-      const { params } = validated(req, oneSchemas);
-      const row = await getProvider(db, params.id);
-      if (!row) throw missing(params.id);
-      res.json(providerView(row));
-    })
+    .get(...getById('provider', (id) => getProvider(db, id), providerView))
     .patch(requireScope('admin'), validate(patchSchemas), async (req, res) => {
       const { params, body } = validated(req, patchSchemas);
       const r = await updateProviderConfig(db, params.id, providerPatchFromBody(body), now());

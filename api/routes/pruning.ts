@@ -1,17 +1,15 @@
 import { Router } from 'express';
 import type { Clock } from '../../shared/clock';
 import type { Config } from '../../shared/config';
-import { listQuerySchema, uuidParamSchema } from '../../shared/contract/common';
 import { createPruningRunBodySchema, pruningRunView } from '../../shared/contract/pruning';
 import type { DatabaseHandle } from '../../shared/db/database';
 import { getPruningRun, listPruningRuns, type PruningRunRow } from '../../shared/db/pruning-store';
-import { NotFoundError } from '../../shared/errors';
 import type { Logger } from '../../shared/logger';
 import { requestPruningRun } from '../../queues/pruning-producer';
 import type { Queues } from '../../queues/producer';
 import { requireScope } from '../middleware/auth';
 import { idempotency } from '../middleware/idempotency';
-import { keysetPage } from '../keyset-page';
+import { getById, listNewestFirst } from '../read-handlers';
 import { methodNotAllowed } from '../middleware/not-found';
 import { validate, validated } from '../middleware/validate';
 
@@ -25,8 +23,6 @@ export interface PruningRouteDeps {
 }
 
 const createSchemas = { body: createPruningRunBodySchema };
-const oneSchemas = { params: uuidParamSchema };
-const listSchemas = { query: listQuerySchema };
 
 const location = (id: string) => `/v1/pruning/runs/${id}`;
 const accepted = (row: PruningRunRow) => ({
@@ -52,20 +48,12 @@ export function pruningRouter(deps: PruningRouteDeps): Router {
       res.status(response.status).location(response.location!).json(response.body);
     })
     // Scheduled runs have ids nobody was told: the list is how they are found.
-    .get(requireScope('read'), validate(listSchemas), async (req, res) => {
-      const { query } = validated(req, listSchemas);
-      res.json(await keysetPage(query, (o) => listPruningRuns(db, o), pruningRunView));
-    })
+    .get(...listNewestFirst((o) => listPruningRuns(db, o), pruningRunView))
     .all(methodNotAllowed(['GET', 'POST']));
 
   router
     .route('/v1/pruning/runs/:id')
-    .get(requireScope('read'), validate(oneSchemas), async (req, res) => {
-      const { params } = validated(req, oneSchemas);
-      const row = await getPruningRun(db, params.id);
-      if (!row) throw new NotFoundError(`There is no pruning run with id ${params.id}.`);
-      res.json(pruningRunView(row));
-    })
+    .get(...getById('pruning run', (id) => getPruningRun(db, id), pruningRunView))
     .all(methodNotAllowed(['GET']));
 
   return router;

@@ -1,5 +1,3 @@
-import fs from 'node:fs';
-import path from 'node:path';
 import SQLite from 'better-sqlite3';
 import { sql, type Kysely } from 'kysely';
 import { loadMigrations } from '../../migrations/index';
@@ -18,24 +16,6 @@ export async function openMigrated(url: string): Promise<DatabaseHandle> {
   const handle = await createDatabase(url);
   await migrateToLatest(handle, await loadMigrations());
   return handle;
-}
-
-/** Drop the Postgres schema of a test URL, or remove the SQLite file's private directory. */
-export async function disposeTestDatabase(url: string): Promise<void> {
-  if (url.startsWith('sqlite:')) {
-    fs.rmSync(path.dirname(url.slice('sqlite:'.length)), { recursive: true, force: true });
-    return;
-  }
-  const u = new URL(url);
-  const schema = u.searchParams.get('schema');
-  u.searchParams.delete('schema');
-  if (schema === null) return;
-  const admin = await createDatabase(u.toString());
-  try {
-    await sql`drop schema if exists ${sql.id(schema)} cascade`.execute(admin.db);
-  } finally {
-    await admin.close();
-  }
 }
 
 /**

@@ -6,13 +6,8 @@ import { loadMigrations } from '../../migrations/index';
 import { type BackupArchiveResult } from '../../shared/backup-archive-writer';
 import { createDatabase, type DatabaseHandle } from '../../shared/db/database';
 import { restoreArchive } from '../../shared/db/restore';
-import {
-  checksumsOf,
-  disposeTestDatabase,
-  openMigrated,
-  seedLargeOutbox,
-  seedSmallDatabase,
-} from '../helpers/backup-fixtures';
+import { checksumsOf, openMigrated, seedLargeOutbox, seedSmallDatabase } from '../helpers/backup-fixtures';
+import { disposeTestDatabase } from '../helpers/test-database';
 import { assertNoLeakedChildren, killAllChildren, spawnTsx } from '../helpers/processes';
 import { BACKENDS } from '../helpers/services';
 

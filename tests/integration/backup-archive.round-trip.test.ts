@@ -13,13 +13,13 @@ import type { Migration } from '../../shared/db/migrate';
 import { restoreArchive, verifyBackupArchive } from '../../shared/db/restore';
 import {
   checksumsOf,
-  disposeTestDatabase,
   openMigrated,
   emptyTables,
   readAllRows,
   seedSmallDatabase,
   seededCounts,
 } from '../helpers/backup-fixtures';
+import { disposeTestDatabase } from '../helpers/test-database';
 import { BACKENDS } from '../helpers/services';
 
 const SEEDED_COLUMNS = { api_keys: 1, idempotency_keys: 1, outbox: 1, settings: 1 };

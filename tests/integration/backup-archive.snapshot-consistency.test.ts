@@ -6,12 +6,8 @@ import { loadMigrations } from '../../migrations/index';
 import { writeBackupArchive } from '../../shared/backup-archive-writer';
 import type { DatabaseHandle } from '../../shared/db/database';
 import { verifyBackupArchive } from '../../shared/db/restore';
-import {
-  checksumsOf,
-  disposeTestDatabase,
-  openMigrated,
-  seedSmallDatabase,
-} from '../helpers/backup-fixtures';
+import { checksumsOf, openMigrated, seedSmallDatabase } from '../helpers/backup-fixtures';
+import { disposeTestDatabase } from '../helpers/test-database';
 import { BACKENDS } from '../helpers/services';
 
 describe.each(BACKENDS)('a backup of a $backend database that is written to meanwhile', ({ makeUrl }) => {

@@ -5,12 +5,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { runCli } from '../../cli/taskyard';
 import { writeBackupArchive, type BackupArchiveResult } from '../../shared/backup-archive-writer';
 import { createDatabase } from '../../shared/db/database';
-import {
-  disposeTestDatabase,
-  openMigrated,
-  readAllRows,
-  seedSmallDatabase,
-} from '../helpers/backup-fixtures';
+import { openMigrated, readAllRows, seedSmallDatabase } from '../helpers/backup-fixtures';
+import { disposeTestDatabase } from '../helpers/test-database';
 import { BACKENDS, testSqliteUrl } from '../helpers/services';
 
 async function run(argv: string[]) {

@@ -1,35 +1,17 @@
 import { execFile } from 'node:child_process';
-import fs from 'node:fs';
 import path from 'node:path';
 import { promisify } from 'node:util';
-import { sql } from 'kysely';
 import { afterAll, describe, expect, it } from 'vitest';
 import { runCli } from '../../cli/taskyard';
 import { findActiveApiKeyByHash, hashApiKey } from '../../shared/db/api-keys';
 import { createDatabase } from '../../shared/db/database';
 import { loadMigrations } from '../../migrations/index';
 import { BACKENDS, testSqliteUrl } from '../helpers/services';
+import { disposeTestDatabase } from '../helpers/test-database';
 
 const MIGRATIONS = (await loadMigrations()).map((m) => m.name);
 
 const ROOT = path.resolve(import.meta.dirname, '../..');
-
-async function disposeTestDatabase(url: string): Promise<void> {
-  if (url.startsWith('sqlite:')) {
-    fs.rmSync(path.dirname(url.slice('sqlite:'.length)), { recursive: true, force: true });
-    return;
-  }
-  const u = new URL(url);
-  const schema = u.searchParams.get('schema');
-  u.searchParams.delete('schema');
-  if (schema === null) return;
-  const admin = await createDatabase(u.toString());
-  try {
-    await sql`drop schema if exists ${sql.id(schema)} cascade`.execute(admin.db);
-  } finally {
-    await admin.close();
-  }
-}
 
 async function run(argv: string[], env: NodeJS.ProcessEnv) {
   const out: string[] = [];

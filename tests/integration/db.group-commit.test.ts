@@ -1,11 +1,10 @@
-import fs from 'node:fs';
-import path from 'node:path';
 import { sql, type Kysely } from 'kysely';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { createDatabase, relaxedDurability, type DatabaseHandle } from '../../shared/db/database';
 import { groupCommit } from '../../shared/db/group-commit';
 import type { Database } from '../../shared/db/schema';
 import { BACKENDS, testPostgresUrl } from '../helpers/services';
+import { disposeTestDatabase } from '../helpers/test-database';
 
 /**
  * groupCommit (SQLite: callers of one event-loop turn share one transaction and one COMMIT,
@@ -14,23 +13,15 @@ import { BACKENDS, testPostgresUrl } from '../helpers/services';
  */
 
 const handles: DatabaseHandle[] = [];
-const pgSchemas: string[] = [];
-const sqliteDirs: string[] = [];
+/** Every database a test made, dropped at the end. */
+const urls: string[] = [];
 
 afterEach(async () => {
   await Promise.all(handles.splice(0).map((h) => h.close()));
 });
 
 afterAll(async () => {
-  for (const dir of sqliteDirs) fs.rmSync(dir, { recursive: true, force: true });
-  const base = new URL(testPostgresUrl());
-  base.searchParams.delete('schema');
-  const admin = await createDatabase(base.toString());
-  try {
-    for (const s of pgSchemas) await sql`drop schema if exists ${sql.id(s)} cascade`.execute(admin.db);
-  } finally {
-    await admin.close();
-  }
+  for (const url of urls) await disposeTestDatabase(url);
 });
 
 /** The scratch tables are not in the Database type; queries here go through `sql`. */
@@ -41,8 +32,7 @@ const values = async (db: Kysely<Database>) =>
 describe.each(BACKENDS)('groupCommit on $backend', ({ backend, makeUrl }) => {
   async function open(): Promise<{ handle: DatabaseHandle; url: string }> {
     const url = makeUrl('group');
-    if (backend === 'postgres') pgSchemas.push(new URL(url).searchParams.get('schema')!);
-    else sqliteDirs.push(path.dirname(url.slice('sqlite:'.length)));
+    urls.push(url);
     const handle = await createDatabase(url);
     handles.push(handle);
     await sql`create table items (x integer primary key)`.execute(handle.db);
@@ -204,7 +194,7 @@ describe('relaxedDurability', () => {
 
   it('SQLite: runs at synchronous = NORMAL and restores FULL afterwards, also when the work throws', async () => {
     const url = BACKENDS[0]!.makeUrl('relaxed');
-    sqliteDirs.push(path.dirname(url.slice('sqlite:'.length)));
+    urls.push(url);
     const handle = await createDatabase(url);
     handles.push(handle);
     expect(await synchronous(handle.db)).toBe(2);
@@ -220,7 +210,7 @@ describe('relaxedDurability', () => {
 
   it('SQLite: a concurrent commit outside it is not relaxed (the connection is reserved)', async () => {
     const url = BACKENDS[0]!.makeUrl('relaxed');
-    sqliteDirs.push(path.dirname(url.slice('sqlite:'.length)));
+    urls.push(url);
     const handle = await createDatabase(url);
     handles.push(handle);
     let release!: () => void;
@@ -238,7 +228,7 @@ describe('relaxedDurability', () => {
 
   it('Postgres: runs on a session with synchronous_commit off; its writes are visible at once', async () => {
     const url = testPostgresUrl('relaxed');
-    pgSchemas.push(new URL(url).searchParams.get('schema')!);
+    urls.push(url);
     const handle = await createDatabase(url);
     handles.push(handle);
     const setting = async (db: Kysely<Database>) =>
@@ -256,7 +246,7 @@ describe('relaxedDurability', () => {
 
   it('Postgres with ?relaxed_commits=off (behind a transaction pooler): runs on the main pool, fully durable', async () => {
     const url = testPostgresUrl('relaxed_off');
-    pgSchemas.push(new URL(url).searchParams.get('schema')!);
+    urls.push(url);
     const u = new URL(url);
     u.searchParams.set('relaxed_commits', 'off');
     const handle = await createDatabase(u.toString());

@@ -1,30 +1,11 @@
-import fs from 'node:fs';
-import path from 'node:path';
-import { sql, type Kysely } from 'kysely';
+import type { Kysely } from 'kysely';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { loadMigrations } from '../../migrations/index';
 import { createDatabase, type DatabaseHandle } from '../../shared/db/database';
 import { migrateToLatest, migrationStatus, type Migration } from '../../shared/db/migrate';
 import { MigrationIntegrityError } from '../../shared/errors';
 import { BACKENDS, startGate } from '../helpers/services';
-
-/** Drop a test database: the Postgres schema named in the URL, or the SQLite file's directory. */
-async function disposeTestDatabase(url: string): Promise<void> {
-  if (url.startsWith('sqlite:')) {
-    fs.rmSync(path.dirname(url.slice('sqlite:'.length)), { recursive: true, force: true });
-    return;
-  }
-  const u = new URL(url);
-  const schema = u.searchParams.get('schema');
-  u.searchParams.delete('schema');
-  if (schema === null) return;
-  const admin = await createDatabase(u.toString());
-  try {
-    await sql`drop schema if exists ${sql.id(schema)} cascade`.execute(admin.db);
-  } finally {
-    await admin.close();
-  }
-}
+import { disposeTestDatabase } from '../helpers/test-database';
 
 function extraMigration(name: string, table: string, fail = false): Migration {
   return {

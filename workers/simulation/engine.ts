@@ -22,9 +22,13 @@
  * order, so the next one is always the head's and is handled exactly as an event.
  */
 import type { ResolvedScenario, SimulationResult } from '../../shared/contract/simulation';
-import { erlangC, erlangCMeanWait } from './erlang-c';
-import { seedState, Xoshiro128, type RngState } from './rng';
-import { FixedHistogram, LogLinearHistogram, WAIT_EDGES_MS, type HistogramState } from './stats';
+import { pushDeparture, replaceEarliest } from './departure-heap';
+import { CheckpointMismatchError, sameScenario, type EngineCheckpoint } from './engine-checkpoint';
+import { summariseRun } from './engine-result';
+import { seedState, Xoshiro128 } from './rng';
+import { FixedHistogram, LogLinearHistogram, WAIT_EDGES_MS } from './stats';
+
+export { CheckpointMismatchError, type EngineCheckpoint };
 
 const ARRIVAL_STREAM = 0;
 const SERVICE_STREAM = 1;
@@ -38,47 +42,6 @@ const enum ServiceKind {
   Exponential = 0,
   Constant = 1,
   Lognormal = 2,
-}
-
-/** JSON-serialisable state of an engine between two steps. */
-export interface EngineCheckpoint {
-  version: 1;
-  scenario: ResolvedScenario;
-  events: number;
-  arrived: number;
-  finished: number;
-  /** Time of the next arrival; null once every customer has arrived. */
-  next_arrival: number | null;
-  arrival_rng: RngState;
-  service_rng: RngState;
-  /** Second normal deviate of the last Box–Muller pair, not used yet (lognormal service). */
-  normal_spare: number | null;
-  /** Departure times of the busy servers, in heap order. */
-  departures: number[];
-  queue: {
-    length: number;
-    /** Unlimited line: where the head of the line is in the replayed arrival stream. */
-    trail: { rng: RngState; time: number; index: number } | null;
-    /** Bounded line: arrival times from the head, as little-endian float64, base64. */
-    times_base64: string | null;
-    /** Bounded line: how many at its head are warmup customers. */
-    unmeasured: number;
-  };
-  now: number;
-  measuring: boolean;
-  window_start: number;
-  last_change: number;
-  queue_area: number;
-  busy_area: number;
-  window_departures: number;
-  served: number;
-  dropped: number;
-  abandoned: number;
-  measured_dropped: number;
-  measured_abandoned: number;
-  wait: HistogramState;
-  sojourn: HistogramState;
-  wait_buckets: number[];
 }
 
 /** What one call to {@link Engine.step} achieved. */
@@ -103,11 +66,6 @@ export interface Engine {
   checkpoint(): EngineCheckpoint;
   /** The result; throws when the run is not done yet. */
   result(): SimulationResult;
-}
-
-/** Thrown when a checkpoint does not belong to the scenario or is malformed. */
-export class CheckpointMismatchError extends Error {
-  override readonly name = 'CheckpointMismatchError';
 }
 
 /**
@@ -251,47 +209,9 @@ class QueueEngine implements Engine {
     this.now = t;
   }
 
-  private heapPush(t: number): void {
-    const heap = this.heap;
-    let i = this.busy++;
-    while (i > 0) {
-      const parent = (i - 1) >> 1;
-      const p = heap[parent]!;
-      if (p <= t) break;
-      heap[i] = p;
-      i = parent;
-    }
-    heap[i] = t;
-  }
-
-  /** Replace the earliest departure with t and restore heap order. */
-  private heapReplaceTop(t: number): void {
-    const heap = this.heap;
-    const n = this.busy;
-    let i = 0;
-    for (;;) {
-      const left = 2 * i + 1;
-      if (left >= n) break;
-      const right = left + 1;
-      let child = left;
-      let cv = heap[left]!;
-      if (right < n) {
-        const rv = heap[right]!;
-        if (rv < cv) {
-          child = right;
-          cv = rv;
-        }
-      }
-      if (cv >= t) break;
-      heap[i] = cv;
-      i = child;
-    }
-    heap[i] = t;
-  }
-
   private heapPop(): void {
     const last = this.heap[--this.busy]!;
-    if (this.busy > 0) this.heapReplaceTop(last);
+    if (this.busy > 0) replaceEarliest(this.heap, this.busy, last);
   }
 
   /** Arrival time of the customer at the head of the line (line not empty). */
@@ -345,7 +265,7 @@ class QueueEngine implements Engine {
           const arrivedAt = this.headArrival();
           const measured = this.dequeue();
           const s = this.serviceTime();
-          this.heapReplaceTop(tDep + s);
+          replaceEarliest(this.heap, this.busy, tDep + s);
           if (measured) this.record(tDep - arrivedAt, s);
         } else {
           this.heapPop();
@@ -367,7 +287,7 @@ class QueueEngine implements Engine {
         const measured = index >= this.warmup;
         if (this.busy < servers) {
           const s = this.serviceTime();
-          this.heapPush(t + s);
+          pushDeparture(this.heap, this.busy++, t + s);
           if (measured) this.record(0, s);
         } else if (this.queueLength < this.capacity) {
           if (this.bounded) {
@@ -445,7 +365,7 @@ class QueueEngine implements Engine {
       throw new CheckpointMismatchError(`cannot resume from checkpoint: ${why}`);
     };
     if (cp === null || typeof cp !== 'object' || cp.version !== 1) fail('unknown checkpoint version');
-    if (canonicalJson(cp.scenario) !== canonicalJson(this.scenario)) fail('it belongs to another scenario');
+    if (!sameScenario(cp.scenario, this.scenario)) fail('it belongs to another scenario');
     if (cp.departures.length > this.servers) fail('more departures than servers');
     const q = cp.queue;
     if (!Number.isInteger(q.length) || q.length < 0 || q.length > this.capacity) fail('bad queue length');
@@ -496,63 +416,20 @@ class QueueEngine implements Engine {
     if (this.finished < this.customers) {
       throw new Error(`simulation not finished: ${this.finished} of ${this.customers} customers`);
     }
-    const sc = this.scenario;
-    const windowMs = this.now - this.windowStart;
-    const perMs = (x: number) => (windowMs > 0 ? x / windowMs : 0);
-    const measuredCustomers = this.customers - this.warmup;
-    const measuredServed = this.wait.count;
-    const wait = this.wait.summary();
-    const waited = measuredServed - this.wait.zeros;
-    const probabilityOfWait = measuredServed > 0 ? waited / measuredServed : 0;
-    let erlang: SimulationResult['erlang_c'] = null;
-    const offered = (sc.arrival.rate_per_s * sc.service.mean_ms) / 1000;
-    if (
-      sc.arrival.process === 'poisson' &&
-      sc.service.distribution === 'exponential' &&
-      sc.queue_capacity === undefined &&
-      sc.patience_ms === undefined &&
-      offered < sc.servers
-    ) {
-      erlang = {
-        probability_of_wait: erlangC(sc.servers, offered),
-        mean_wait_ms: erlangCMeanWait(sc.servers, offered, sc.service.mean_ms),
-        simulated_probability_of_wait: probabilityOfWait,
-        simulated_mean_wait_ms: wait.mean,
-      };
-    }
-    return {
-      customers: this.customers,
+    return summariseRun(this.scenario, {
+      now: this.now,
+      windowStart: this.windowStart,
+      queueArea: this.queueArea,
+      busyArea: this.busyArea,
+      windowDepartures: this.windowDepartures,
       served: this.served,
       dropped: this.dropped,
       abandoned: this.abandoned,
-      measured: {
-        customers: measuredCustomers,
-        served: measuredServed,
-        dropped: this.measuredDropped,
-        abandoned: this.measuredAbandoned,
-      },
-      window_ms: windowMs,
-      end_ms: this.now,
-      utilization: perMs(this.busyArea) / this.servers,
-      throughput_per_s: perMs(this.windowDepartures) * 1000,
-      mean_queue_length: perMs(this.queueArea),
-      mean_in_system: perMs(this.queueArea + this.busyArea),
-      probability_of_wait: probabilityOfWait,
-      probability_of_drop: this.measuredDropped / measuredCustomers,
-      probability_of_abandon: this.measuredAbandoned / measuredCustomers,
-      wait_ms: wait,
-      sojourn_ms: this.sojourn.summary(),
-      wait_histogram: { edges_ms: [...WAIT_EDGES_MS], counts: this.waitBuckets.state() },
-      erlang_c: erlang,
-    };
+      measuredDropped: this.measuredDropped,
+      measuredAbandoned: this.measuredAbandoned,
+      wait: this.wait,
+      sojourn: this.sojourn,
+      waitBuckets: this.waitBuckets,
+    });
   }
-}
-
-/** JSON with object keys sorted, to compare scenarios whatever their key order. */
-function canonicalJson(value: unknown): string {
-  return JSON.stringify(value, (_key, v: unknown) =>
-    v !== null && typeof v === 'object' && !Array.isArray(v)
-      ? Object.fromEntries(Object.entries(v as Record<string, unknown>).sort(([a], [b]) => (a < b ? -1 : 1)))
-      : v,
-  );
 }

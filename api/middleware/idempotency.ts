@@ -47,8 +47,10 @@ export const IDEMPOTENCY_LEASE_MS = 30_000;
 /**
  * DESIGN.md §4.1. Runs after auth and validation. Claims (principal, key) atomically and
  * then either replays a completed response, answers 409 in flight / 422 mismatch, or lets
- * the route run. Responses the route produced after the claim are stored (2xx and 4xx);
- * a 5xx, or a request that ended without a response, releases the claim.
+ * the route run. Responses the route produced after the claim are stored (2xx and 4xx),
+ * also when the client hung up before receiving them; a 5xx, or a route that answered
+ * without a JSON body, releases the claim. A route that never answers keeps the claim until
+ * its lease lapses.
  */
 export function idempotency(
   deps: { db: Kysely<Database>; config: Pick<Config, 'IDEMPOTENCY_TTL_HOURS'>; clock: Clock },
@@ -115,18 +117,25 @@ export function idempotency(
       },
     };
 
-    const captured = captureBody(res);
-    res.once('close', () => {
+    const response = captureResponse(res);
+    const settle = () => {
       // Completed inside a transaction that then failed to commit (e.g. a shared group
       // commit): the 5xx still releases the claim. The release only deletes an in-flight
       // claim, so it cannot touch a record whose completion did commit.
       if (completed && res.statusCode < 500) return;
-      void settleAfterResponse(deps.db, req, res, claimRef, captured()).catch((err: unknown) =>
+      void settleAfterResponse(deps.db, req, res, claimRef, response.body()).catch((err: unknown) =>
         req.log.error(
           { err: toError(err) },
           'could not settle the idempotency claim; it lapses with its lease',
         ),
       );
+    };
+    res.once('close', () => {
+      // A client that hangs up does not stop the route: its write may still commit. The claim
+      // stays in flight (a concurrent retry gets 409) until the route has answered, and its
+      // answer is stored even though nobody received it, so the retry replays it.
+      if (res.writableFinished || response.produced()) settle();
+      else response.onProduced(settle);
     });
     next();
   };
@@ -141,9 +150,26 @@ function replay(res: Response, stored: StoredResponse): void {
     .send(JSON.stringify(stored.body));
 }
 
-/** Keep what the route sends, so a response it produced without completing can be stored. */
-function captureBody(res: Response): () => unknown {
+/**
+ * Keep what the route sends, so a response it produced without completing the claim can be
+ * stored, and tell when the route has produced its response (it may do so after the client
+ * went away).
+ */
+function captureResponse(res: Response): {
+  body(): unknown;
+  produced(): boolean;
+  onProduced(cb: () => void): void;
+} {
   let body: unknown;
+  let produced = false;
+  let waiting: (() => void) | undefined;
+  const markProduced = () => {
+    if (produced) return;
+    produced = true;
+    const cb = waiting;
+    waiting = undefined;
+    cb?.();
+  };
   const send = res.send.bind(res);
   res.send = (chunk?: unknown) => {
     if (typeof chunk === 'string' || Buffer.isBuffer(chunk)) {
@@ -155,9 +181,28 @@ function captureBody(res: Response): () => unknown {
     } else if (chunk !== undefined) {
       body = chunk;
     }
-    return send(chunk);
+    try {
+      return send(chunk);
+    } finally {
+      markProduced();
+    }
   };
-  return () => body;
+  const end = res.end.bind(res) as (...args: unknown[]) => Response;
+  res.end = ((...args: unknown[]) => {
+    try {
+      return end(...args);
+    } finally {
+      markProduced();
+    }
+  }) as typeof res.end;
+  return {
+    body: () => body,
+    produced: () => produced,
+    onProduced: (cb) => {
+      if (produced) cb();
+      else waiting = cb;
+    },
+  };
 }
 
 async function settleAfterResponse(
@@ -168,7 +213,7 @@ async function settleAfterResponse(
   body: unknown,
 ): Promise<void> {
   const status = res.statusCode;
-  if (!res.writableFinished || status >= 500 || body === undefined) {
+  if (status >= 500 || body === undefined) {
     await releaseIdempotencyKey(db, claim);
     req.log.info({ status }, 'idempotency claim released: the request may be retried with the same key');
     return;

@@ -1,6 +1,6 @@
 import express from 'express';
 import { sql } from 'kysely';
-import type { AddressInfo } from 'node:net';
+import net, { type AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { idempotency, IDEMPOTENCY_LEASE_MS } from '../../api/middleware/idempotency';
 import { jsonBody } from '../../api/middleware/json-body';
@@ -248,6 +248,79 @@ describe.each(BACKENDS)('Idempotency claim release on 5xx ($backend)', ({ backen
     const retried = await post();
     expect(retried.status).toBe(202);
     expect(await db.selectFrom('backups').selectAll().execute()).toHaveLength(1);
+  });
+
+  it('a client that hangs up while the route runs: the claim stays in flight and the retry replays the answer', async () => {
+    const logger = createLogger({ level: 'silent' });
+    let runs = 0;
+    let openGate!: () => void;
+    const gate = new Promise<void>((r) => (openGate = r));
+    let sawClose!: () => void;
+    const closed = new Promise<void>((r) => (sawClose = r));
+    const app = express();
+    app.use(requestContext({ logger, clock: new ManualClock() }));
+    app.use((req, _res, next) => {
+      req.principal = { id: api.principalIds.write, name: 'w', scopes: ['write'] };
+      next();
+    });
+    app.use(...jsonBody({ limitBytes: 65536 }));
+    app.post(
+      '/slow',
+      idempotency(
+        { db: api.db.db, config: { IDEMPOTENCY_TTL_HOURS: 24 }, clock: new ManualClock() },
+        { required: true },
+      ),
+      async (_req, res) => {
+        runs += 1;
+        res.once('close', sawClose);
+        // The write outside any claim transaction, as POST /v1/providers does it.
+        await gate;
+        res.status(201).location('/slow/1').json({ run: runs });
+      },
+    );
+    app.use(problemHandler(logger));
+    const server = app.listen(0, '127.0.0.1');
+    await new Promise((r) => server.once('listening', r));
+    const port = (server.address() as AddressInfo).port;
+    const send = () =>
+      fetch(`http://127.0.0.1:${port}/slow`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', 'idempotency-key': 'hang-up-1' },
+        body: '{}',
+      });
+    const record = () =>
+      api.db.db.selectFrom('idempotency_keys').selectAll().where('key', '=', 'hang-up-1').executeTakeFirst();
+    try {
+      const socket = net.connect(port, '127.0.0.1');
+      await new Promise((r) => socket.once('connect', r));
+      socket.write(
+        'POST /slow HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n' +
+          'Idempotency-Key: hang-up-1\r\nContent-Length: 2\r\n\r\n{}',
+      );
+      await waitFor(async () => runs === 1, { timeoutMs: 5_000, what: 'the route runs' });
+      socket.destroy();
+      await closed;
+      // The route has not answered yet: a retry is told to wait, not run a second time.
+      const during = await send();
+      expect(during.status).toBe(409);
+      expect(during.headers.get('retry-after')).toBe('1');
+      expect((await record())?.state).toBe('in_flight');
+
+      openGate();
+      await waitFor(async () => (await record())?.state === 'completed', {
+        timeoutMs: 5_000,
+        what: 'the answer nobody received is stored',
+      });
+      const retry = await send();
+      expect(retry.status).toBe(201);
+      expect(retry.headers.get('idempotent-replayed')).toBe('true');
+      expect(retry.headers.get('location')).toBe('/slow/1');
+      expect(await retry.json()).toEqual({ run: 1 });
+      expect(runs).toBe(1);
+    } finally {
+      openGate();
+      await new Promise((r) => server.close(r));
+    }
   });
 
   it('a 5xx releases the claim so a retry with the same key runs again', async () => {

@@ -1,6 +1,6 @@
 import type { IncomingHttpHeaders } from 'node:http';
 import express, { type RequestHandler } from 'express';
-import { UnsupportedMediaTypeError } from '../../shared/errors';
+import { UnsupportedMediaTypeError, ValidationFailedError, type ValidationIssue } from '../../shared/errors';
 
 /** `application/json` and any `+json` suffix type (e.g. `application/merge-patch+json`), any parameters. */
 const JSON_MEDIA_TYPE = /^application\/(?:json|[A-Za-z0-9!#$&^_.-]+\+json)\s*(?:;|$)/i;
@@ -16,7 +16,8 @@ function hasBody(headers: IncomingHttpHeaders): boolean {
  * Request bodies are JSON ≤ `limitBytes` (DESIGN.md §5). A body of another media type → 415
  * `unsupported-media-type`; malformed JSON → 400 `validation-failed` saying where (mapped by
  * the problem middleware from body-parser's `entity.parse.failed`); too big → 413
- * `payload-too-large`. The top level must be an object or array.
+ * `payload-too-large`; a string holding U+0000 or an unpaired surrogate → 400
+ * `validation-failed` naming the field. The top level must be an object or array.
  */
 export function jsonBody(opts: { limitBytes: number }): RequestHandler[] {
   const requireJson: RequestHandler = (req, _res, next) => {
@@ -30,5 +31,47 @@ export function jsonBody(opts: { limitBytes: number }): RequestHandler[] {
     next();
   };
   const parse = express.json({ limit: opts.limitBytes, strict: true, type: () => true });
-  return [requireJson, parse];
+  const storable: RequestHandler = (req, _res, next) => {
+    if (req.body !== undefined) {
+      const issues = unstorableText(req.body);
+      if (issues.length > 0) throw new ValidationFailedError(issues);
+    }
+    next();
+  };
+  return [requireJson, parse, storable];
+}
+
+/** U+0000, or a UTF-16 surrogate without its pair. */
+// eslint-disable-next-line no-control-regex -- U+0000 is exactly what this refuses
+const UNSTORABLE = /\u0000|[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/;
+
+/**
+ * Strings (values and keys) that no database stores as sent: Postgres refuses U+0000 in text
+ * (the insert would fail with a 500), and an unpaired surrogate is not Unicode (Postgres
+ * would get U+FFFD, SQLite invalid UTF-8). Refused here once for every route, so no field
+ * can reach a database with one.
+ */
+function unstorableText(body: unknown): ValidationIssue[] {
+  const issues: ValidationIssue[] = [];
+  const visit = (value: unknown, path: string): void => {
+    if (issues.length >= 10) return;
+    if (typeof value === 'string') {
+      if (UNSTORABLE.test(value)) issues.push({ path, message: describe(value) });
+    } else if (Array.isArray(value)) {
+      value.forEach((v, i) => visit(v, `${path}[${i}]`));
+    } else if (value !== null && typeof value === 'object') {
+      for (const [k, v] of Object.entries(value)) {
+        if (UNSTORABLE.test(k)) issues.push({ path: `${path} (a key)`, message: describe(k) });
+        else visit(v, `${path}.${k}`);
+      }
+    }
+  };
+  visit(body, 'body');
+  return issues;
+}
+
+function describe(text: string): string {
+  return text.includes('\u0000')
+    ? 'contains a NUL character (\\u0000), which cannot be stored; remove it'
+    : 'contains an unpaired UTF-16 surrogate, which is not valid Unicode; send well-formed text';
 }

@@ -7,7 +7,7 @@ import { problemHandler } from '../../api/middleware/problem';
 import { requestContext } from '../../api/middleware/request-id';
 import { systemClock } from '../../shared/clock';
 import { createLogger } from '../../shared/logger';
-import { testSqliteUrl } from '../helpers/services';
+import { BACKENDS, testSqliteUrl } from '../helpers/services';
 import { call, expectProblemShape, startApi, type ApiUnderTest } from './api.harness';
 
 // Request parsing and error shapes do not depend on the database backend: SQLite only.
@@ -273,6 +273,73 @@ describe('api problem responses', () => {
     // The requests reached past auth into parsing and routing, not just the 401 wall.
     expect([...statuses.keys()].filter((s) => s !== 401).length).toBeGreaterThanOrEqual(5);
     expect(api.logs.filter((l) => l.includes('"level":50'))).toEqual([]);
+  });
+});
+
+// Postgres refuses U+0000 in text; SQLite would store it: both backends must answer the same 400.
+describe.each(BACKENDS)('text no database can store ($backend)', ({ makeUrl }) => {
+  let api: ApiUnderTest;
+  beforeAll(async () => {
+    api = await startApi({ databaseUrl: makeUrl('api_text') });
+  });
+  afterAll(async () => {
+    await api?.close();
+  });
+  const post = (path: string, key: string, body: string, idempotencyKey?: string) =>
+    call(api, path, {
+      method: 'POST',
+      key,
+      headers: {
+        'content-type': 'application/json',
+        ...(idempotencyKey ? { 'idempotency-key': idempotencyKey } : {}),
+      },
+      body,
+    });
+  const backups = async () =>
+    (await api.db.db.selectFrom('backups').select('label').execute()).map((r) => r.label);
+
+  it.each([
+    ['a NUL character', String.raw`{"label":"a\u0000b"}`, 'NUL character'],
+    ['an unpaired high surrogate', String.raw`{"label":"a\ud800"}`, 'unpaired UTF-16 surrogate'],
+    ['an unpaired low surrogate', String.raw`{"label":"\udc00a"}`, 'unpaired UTF-16 surrogate'],
+  ])(
+    'a label with %s gets 400 naming the field, and nothing is stored or claimed',
+    async (_what, body, says) => {
+      const key = `text-${_what.replace(/\W+/g, '-')}`;
+      const r = await post('/v1/backups', api.keys.write, body, key);
+      expectProblemShape(r, 'validation-failed', 400);
+      expect(r.body.errors).toEqual([{ path: 'body.label', message: expect.stringContaining(says) }]);
+      expect(await backups()).toEqual([]);
+      // The key was not used up: the corrected request goes through with it.
+      const ok = await post('/v1/backups', api.keys.write, '{"label":"fixed"}', key);
+      expect(ok.status).toBe(202);
+      await api.db.db.deleteFrom('outbox').execute();
+      await api.db.db.deleteFrom('backups').execute();
+    },
+  );
+
+  it('a NUL in a nested value or in a key is refused too (provider url, header name)', async () => {
+    const url = await post(
+      '/v1/providers',
+      api.keys.admin,
+      String.raw`{"name":"p1","url":"http://127.0.0.1:9/a\u0000b"}`,
+    );
+    expectProblemShape(url, 'validation-failed', 400);
+    expect(url.body.errors[0].path).toBe('body.url');
+    const header = await post(
+      '/v1/providers',
+      api.keys.admin,
+      String.raw`{"name":"p2","url":"http://127.0.0.1:9/","headers":{"X-\u0000":"1"}}`,
+    );
+    expectProblemShape(header, 'validation-failed', 400);
+    expect(header.body.errors[0].path).toBe('body.headers (a key)');
+    expect(await api.db.db.selectFrom('providers').select('id').execute()).toEqual([]);
+  });
+
+  it('well-formed text outside the BMP (a surrogate pair) is stored exactly', async () => {
+    const r = await post('/v1/backups', api.keys.write, '{"label":"nightly \ud83d\ude80"}', 'text-emoji');
+    expect(r.status).toBe(202);
+    expect(await backups()).toEqual(['nightly \u{1F680}']);
   });
 });
 

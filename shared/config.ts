@@ -15,6 +15,9 @@ const intFrom = (min: number, max: number) =>
     .min(min, { error: `must be at least ${min}` })
     .max(max, { error: `must be at most ${max}` });
 
+const PERCENT_ENCODE =
+  'is not a valid URL: percent-encode reserved characters in the user name and password (e.g. # as %23, @ as %40, / as %2F)';
+
 const schema = z.object({
   /** HTTP port of the api. @defaultValue 3000 */
   PORT: intFrom(0, 65535).default(3000),
@@ -27,12 +30,16 @@ const schema = z.object({
     .refine((v) => /^sqlite:.+/.test(v) || /^postgres(ql)?:\/\/.+/.test(v), {
       error:
         'must start with sqlite: (e.g. sqlite:./data/taskyard.db) or postgres:// (e.g. postgres://user@host:5432/db)',
+    })
+    .refine((v) => !/^postgres/.test(v) || URL.canParse(v), {
+      error: PERCENT_ENCODE,
     }),
   /** Redis connection URL. @defaultValue redis://127.0.0.1:6379 */
   REDIS_URL: z
     .string()
     .default('redis://127.0.0.1:6379')
-    .refine((v) => /^rediss?:\/\/.+/.test(v), { error: 'must be a redis:// or rediss:// URL' }),
+    .refine((v) => /^rediss?:\/\/.+/.test(v), { error: 'must be a redis:// or rediss:// URL' })
+    .refine((v) => URL.canParse(v), { error: PERCENT_ENCODE }),
   /** Prefix of every Redis key taskyard writes (queues, locks, fences). @defaultValue taskyard */
   REDIS_PREFIX: z
     .string()

@@ -5,7 +5,6 @@ import type { DatabaseHandle } from '../../shared/db/database';
 import { pingDatabase } from '../../shared/db/health';
 import { migrationStatus, type Migration } from '../../shared/db/migrate';
 import { DependencyUnavailableError } from '../../shared/errors';
-import { redactUrl } from '../../shared/logger';
 import { pingRedis } from '../../shared/redis';
 import { methodNotAllowed } from '../middleware/not-found';
 
@@ -42,7 +41,8 @@ async function withDeadline<T>(what: string, ms: number, work: Promise<T>): Prom
 function reason(err: unknown): string {
   const message = err instanceof Error ? err.message : String(err);
   const firstLine = message.split('\n', 1)[0] ?? '';
-  const clean = firstLine.replace(/[a-z][a-z0-9+.-]*:\/\/[^\s]+/gi, (url) => redactUrl(url));
+  // Not even a redacted URL: user, host, database and schema are nobody's business here.
+  const clean = firstLine.replace(/\b([a-z][a-z0-9+.-]*):\/\/[^\s]+/gi, '($1 URL)');
   return truncate(`unavailable: ${clean}`);
 }
 

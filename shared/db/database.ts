@@ -163,7 +163,15 @@ export async function relaxedDurability<T>(
 }
 
 async function openPostgres(url: string, options: CreateDatabaseOptions): Promise<DatabaseHandle> {
-  const parsed = new URL(url);
+  let parsed: URL;
+  try {
+    parsed = new URL(url);
+  } catch {
+    // Node's error carries the whole input, password included: it must not reach a log.
+    throw new Error(
+      `DATABASE_URL ${redactUrl(url)} is not a valid URL: percent-encode reserved characters in the user name and password (e.g. # as %23, @ as %40, / as %2F)`,
+    );
+  }
   const schema = parsed.searchParams.get('schema');
   const relaxedCommits = parsed.searchParams.get('relaxed_commits') ?? 'on';
   // pg would pass unknown parameters on to the server as startup options.

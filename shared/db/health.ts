@@ -5,7 +5,8 @@ import type { DatabaseHandle } from './database';
 /**
  * Check that the database answers `SELECT 1` within `timeoutMs`.
  * @defaultValue timeoutMs 1000
- * @throws DependencyUnavailableError (503) naming the database and why: no answer in time, or the query's error (as `cause`).
+ * @throws DependencyUnavailableError (503) saying why: no answer in time, or the query's error (as `cause`).
+ * The message does not name the database: /readyz shows it to unauthenticated callers.
  */
 export async function pingDatabase(handle: DatabaseHandle, timeoutMs = 1000): Promise<void> {
   let timer: NodeJS.Timeout | undefined;
@@ -13,11 +14,7 @@ export async function pingDatabase(handle: DatabaseHandle, timeoutMs = 1000): Pr
   const deadline = new Promise<never>((_, reject) => {
     timer = setTimeout(
       () =>
-        reject(
-          new DependencyUnavailableError(
-            `database ${handle.displayUrl} did not answer SELECT 1 within ${timeoutMs} ms`,
-          ),
-        ),
+        reject(new DependencyUnavailableError(`the database did not answer SELECT 1 within ${timeoutMs} ms`)),
       timeoutMs,
     );
   });
@@ -25,7 +22,7 @@ export async function pingDatabase(handle: DatabaseHandle, timeoutMs = 1000): Pr
     () => undefined,
     (err: unknown) => {
       const reason = err instanceof Error ? err.message : String(err);
-      throw new DependencyUnavailableError(`database ${handle.displayUrl} is unavailable: ${reason}`, 5, err);
+      throw new DependencyUnavailableError(`the database is unavailable: ${reason}`, 5, err);
     },
   );
   try {

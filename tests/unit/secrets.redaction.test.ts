@@ -1,0 +1,48 @@
+import { describe, expect, it } from 'vitest';
+import { loadConfig } from '../../shared/config';
+import { ConfigError } from '../../shared/errors';
+import { redactUrl } from '../../shared/logger';
+
+describe('redactUrl', () => {
+  it.each([
+    ['postgres://app:hunter2@db:5432/x', 'postgres://app:***@db:5432/x'],
+    ['postgres://app@db/x?schema=s&password=hunter2', 'postgres://app@db/x?schema=s&password=***'],
+    ['postgres://db/x?sslkey=%2Fk.pem&sslpassword=hunter2', 'postgres://db/x?sslkey=***&sslpassword=***'],
+    ['rediss://:hunter2@cache:6380/0', 'rediss://:***@cache:6380/0'],
+    ['redis://cache:6379', 'redis://cache:6379'],
+  ])('%s is shown as %s', (url, shown) => {
+    expect(redactUrl(url)).toBe(shown);
+  });
+
+  it('a URL that does not parse is not shown at all, only its scheme', () => {
+    // An unencoded '#' or '/' in a password makes the WHATWG parser refuse the URL.
+    for (const url of [
+      'postgres://app:hun#ter2@db/x',
+      'postgres://app:hun/ter2@db/x',
+      'redis://:hun#ter2@h',
+    ]) {
+      const shown = redactUrl(url);
+      expect(shown).not.toContain('hun');
+      expect(shown).toMatch(/^(postgres|redis):\(unparseable URL, not shown\)$/);
+    }
+  });
+});
+
+describe('configuration with an unparseable URL', () => {
+  it.each([
+    ['DATABASE_URL', 'postgres://app:Sup3r#Secret@127.0.0.1:5432/test'],
+    ['REDIS_URL', 'redis://:Sup3r#Secret@127.0.0.1:6379'],
+  ])('%s is refused at start with advice, never echoing the value', (name, value) => {
+    let err: unknown;
+    try {
+      loadConfig({ [name]: value });
+    } catch (e) {
+      err = e;
+    }
+    expect(err).toBeInstanceOf(ConfigError);
+    const text = (err as Error).message;
+    expect(text).toContain(`${name}=(value hidden)`);
+    expect(text).toContain('percent-encode');
+    expect(text).not.toContain('Secret');
+  });
+});

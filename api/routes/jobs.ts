@@ -56,7 +56,11 @@ export function jobsRouter(deps: { queues: Queues }): Router {
         const job = await queue.getJob(params.jobId);
         found = job ? { job, state: await job.getState() } : undefined;
       } catch (err) {
-        throw new DependencyUnavailableError('The job store (Redis) did not answer; retry later.', 5, err);
+        // An id that names one of BullMQ's own keys (`wait`, `events`, `id`, `<job>:logs`, …)
+        // reads a key of another type: no such job, not an outage.
+        if (!(err instanceof Error && err.message.startsWith('WRONGTYPE'))) {
+          throw new DependencyUnavailableError('The job store (Redis) did not answer; retry later.', 5, err);
+        }
       }
       // A job removed between the two reads reports `unknown`: gone, as far as the client can tell.
       if (!found || !KNOWN_STATES.has(found.state)) {

@@ -91,6 +91,18 @@ describe('GET /v1/jobs/:queue/:jobId', () => {
     expect(r.body.detail).toContain('never-added');
   });
 
+  it("ids that name BullMQ's own keys get 404, not a 503 that blames Redis", async () => {
+    // Make sure the queue's own keys exist: `id` (string), `events` (stream), `wait` (list),
+    // `marker` (sorted set), and a job's `:logs` list.
+    await api.queues.add('noop', 'noop', {}, 'job-with-logs');
+    const noop = api.queues.byName.get('noop')!;
+    await (await noop.getJob('job-with-logs'))!.log('a line');
+    for (const id of ['id', 'events', 'wait', 'marker', 'job-with-logs:logs']) {
+      const r = await call(api, `/v1/jobs/noop/${encodeURIComponent(id)}`, { key: api.keys.read });
+      expectProblemShape(r, 'not-found', 404);
+    }
+  });
+
   it('a percent-encoded job id is decoded before the lookup', async () => {
     await api.queues.add('noop', 'noop', {}, 'job with spaces/and-slash');
     const r = await call(api, `/v1/jobs/noop/${encodeURIComponent('job with spaces/and-slash')}`, {

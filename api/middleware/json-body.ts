@@ -53,21 +53,38 @@ const UNSTORABLE = /\u0000|[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff
  */
 function unstorableText(body: unknown): ValidationIssue[] {
   const issues: ValidationIssue[] = [];
-  const visit = (value: unknown, path: string): void => {
-    if (issues.length >= 10) return;
+  // Iterative, with paths built only for what is reported: a body may nest thousands deep.
+  const stack: { value: unknown; at: PathNode }[] = [{ value: body, at: { seg: 'body' } }];
+  while (stack.length > 0 && issues.length < 10) {
+    const { value, at } = stack.pop()!;
     if (typeof value === 'string') {
-      if (UNSTORABLE.test(value)) issues.push({ path, message: describe(value) });
+      if (UNSTORABLE.test(value)) issues.push({ path: pathOf(at), message: describe(value) });
     } else if (Array.isArray(value)) {
-      value.forEach((v, i) => visit(v, `${path}[${i}]`));
+      for (let i = value.length - 1; i >= 0; i--)
+        stack.push({ value: value[i], at: { up: at, seg: `[${i}]` } });
     } else if (value !== null && typeof value === 'object') {
-      for (const [k, v] of Object.entries(value)) {
-        if (UNSTORABLE.test(k)) issues.push({ path: `${path} (a key)`, message: describe(k) });
-        else visit(v, `${path}.${k}`);
+      const entries = Object.entries(value);
+      for (const [k] of entries) {
+        if (UNSTORABLE.test(k)) issues.push({ path: `${pathOf(at)} (a key)`, message: describe(k) });
+      }
+      for (let i = entries.length - 1; i >= 0; i--) {
+        const [k, v] = entries[i]!;
+        if (!UNSTORABLE.test(k)) stack.push({ value: v, at: { up: at, seg: `.${k}` } });
       }
     }
-  };
-  visit(body, 'body');
+  }
   return issues;
+}
+
+interface PathNode {
+  up?: PathNode;
+  seg: string;
+}
+
+function pathOf(node: PathNode): string {
+  const segs: string[] = [];
+  for (let n: PathNode | undefined = node; n; n = n.up) segs.push(n.seg);
+  return segs.reverse().join('');
 }
 
 function describe(text: string): string {

@@ -8,11 +8,17 @@ export function rfc3339(ms: number | null | undefined): string | null {
 /** Lists: newest first, `limit` ≤ 100, opaque cursor (DESIGN.md §5). */
 export const listQuerySchema = z
   .object({
-    limit: z.coerce
-      .number({ error: 'limit must be a number' })
-      .int({ error: 'limit must be a whole number' })
-      .min(1, { error: 'limit must be at least 1' })
-      .max(100, { error: 'limit must be at most 100' })
+    // Digits only: a coercing number would also take '', '0x10', '1e2' and ' 5'.
+    limit: z
+      .string({ error: 'limit must be a whole number from 1 to 100' })
+      .regex(/^\d{1,6}$/, { error: 'limit must be a whole number from 1 to 100' })
+      .transform(Number)
+      .pipe(
+        z
+          .number()
+          .min(1, { error: 'limit must be at least 1' })
+          .max(100, { error: 'limit must be at most 100' }),
+      )
       .default(20),
     cursor: z.string().max(512, { error: 'cursor is too long' }).optional(),
   })
@@ -53,4 +59,12 @@ export function decodeCursor(raw: string): KeysetCursor | undefined {
   return undefined;
 }
 
-export const uuidParamSchema = z.object({ id: z.string().uuid({ error: 'id must be a UUID' }) }).strict();
+/** Ids are stored lower case (randomUUID); an upper-case spelling names the same resource. */
+export const uuidParamSchema = z
+  .object({
+    id: z
+      .string()
+      .uuid({ error: 'id must be a UUID' })
+      .transform((id) => id.toLowerCase()),
+  })
+  .strict();

@@ -138,6 +138,30 @@ describe('api problem responses', () => {
     expectProblemShape(r, 'validation-failed', 400);
   });
 
+  it.each(['', '0', '101', '0x10', '1e2', '%205', '5.0', '-1', 'abc', '5&limit=6'])(
+    'list limit=%s gets 400: only 1-100 in digits',
+    async (limit) => {
+      const r = await call(api, `/v1/backups?limit=${limit}`, { key: api.keys.read });
+      expectProblemShape(r, 'validation-failed', 400);
+      expect(r.body.errors[0].path).toBe('query.limit');
+    },
+  );
+
+  it('list limit=007 is 7, and an upper-case UUID names the same resource as its lower-case form', async () => {
+    expect((await call(api, '/v1/backups?limit=007', { key: api.keys.read })).status).toBe(200);
+    const created = await call(api, '/v1/backups', {
+      method: 'POST',
+      key: api.keys.write,
+      headers: { ...json, 'idempotency-key': 'upper-case-id' },
+      body: '{}',
+    });
+    expect(created.status).toBe(202);
+    const id = created.body.id as string;
+    const upper = await call(api, `/v1/backups/${id.toUpperCase()}`, { key: api.keys.read });
+    expect(upper.status).toBe(200);
+    expect(upper.body.id).toBe(id);
+  });
+
   it('headers over 16 KiB get 431 as problem+json', async () => {
     const raw = await new Promise<string>((resolve, reject) => {
       const socket = net.connect(Number(new URL(api.url).port), '127.0.0.1');
@@ -334,6 +358,15 @@ describe.each(BACKENDS)('text no database can store ($backend)', ({ makeUrl }) =
     expectProblemShape(header, 'validation-failed', 400);
     expect(header.body.errors[0].path).toBe('body.headers (a key)');
     expect(await api.db.db.selectFrom('providers').select('id').execute()).toEqual([]);
+    // Thousands deep: found without recursion (a recursive walk overflowed the stack: 500).
+    const deep = await post(
+      '/v1/backups',
+      api.keys.write,
+      `{"label":"x","deep":${'['.repeat(5000)}"\\u0000"${']'.repeat(5000)}}`,
+      'text-deep',
+    );
+    expectProblemShape(deep, 'validation-failed', 400);
+    expect(deep.body.errors[0].path).toBe(`body.deep${'[0]'.repeat(5000)}`);
   });
 
   it('well-formed text outside the BMP (a surrogate pair) is stored exactly', async () => {

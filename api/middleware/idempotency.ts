@@ -58,7 +58,7 @@ export function idempotency(
 ): RequestHandler {
   const ttlMs = deps.config.IDEMPOTENCY_TTL_HOURS * 3_600_000;
   return async (req, res, next) => {
-    const header = req.headers['idempotency-key'];
+    const header = req.headersDistinct['idempotency-key'];
     const parsed = parseIdempotencyKey(header);
     if (!parsed.ok) {
       if (parsed.reason === 'missing') {

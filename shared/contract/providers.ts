@@ -80,9 +80,16 @@ const urlSchema = z
   });
 
 const headersSchema = z
-  .record(z.string(), z.string({ error: 'header values must be strings' }), {
-    error: 'headers must be an object of header names to string values',
+  .unknown()
+  // A record is built by assignment, where "__proto__" would vanish without a word.
+  .refine((v) => !(v !== null && typeof v === 'object' && Object.hasOwn(v, '__proto__')), {
+    error: 'header name __proto__ is not allowed',
   })
+  .pipe(
+    z.record(z.string(), z.string({ error: 'header values must be strings' }), {
+      error: 'headers must be an object of header names to string values',
+    }),
+  )
   .superRefine((headers, ctx) => {
     const names = Object.keys(headers);
     if (names.length > MAX_PROVIDER_HEADERS) {

@@ -60,6 +60,9 @@ describe.each(BACKENDS)('Idempotency-Key on POST /v1/backups ($backend)', ({ mak
     ['an inner space', 'a b'],
     ['a control character', 'a\tb'],
     ['an empty quoted string', '""'],
+    ['an unterminated quoted string', '"abc'],
+    ['a quoted string escaping another character than " or \\', String.raw`"a\b"`],
+    ['a quoted string with text after its closing quote', '"a"b'],
   ])('a key that is %s gets 400 idempotency-key-invalid', async (_name, key) => {
     const before = await backupRows();
     const r = await post(key);
@@ -90,6 +93,37 @@ describe.each(BACKENDS)('Idempotency-Key on POST /v1/backups ($backend)', ({ mak
     expect(first.status).toBe(202);
     expect(bare.body.id).toBe(first.body.id);
     expect(bare.headers.get('idempotent-replayed')).toBe('true');
+  });
+
+  it('a quoted key unescapes \\\\ and \\": "a\\\\" names the key a\\', async () => {
+    const quoted = await post('"esc\\\\"');
+    expect(quoted.status).toBe(202);
+    const bare = await post('esc\\');
+    expect(bare.body.id).toBe(quoted.body.id);
+    expect(bare.headers.get('idempotent-replayed')).toBe('true');
+  });
+
+  it('two Idempotency-Key headers get 400, not one key joined from both', async () => {
+    const before = await backupRows();
+    const { port } = new URL(api.url);
+    const raw = await new Promise<string>((resolve, reject) => {
+      // Written, not ended: a client that half-closes is answered with nothing.
+      const socket = net.connect(Number(port), '127.0.0.1', () =>
+        socket.write(
+          'POST /v1/backups HTTP/1.1\r\nHost: x\r\nConnection: close\r\n' +
+            `Authorization: Bearer ${api.keys.write}\r\nContent-Type: application/json\r\n` +
+            'Idempotency-Key: dup-a\r\nIdempotency-Key: dup-b\r\nContent-Length: 2\r\n\r\n{}',
+        ),
+      );
+      let text = '';
+      socket.on('data', (d: Buffer) => (text += d.toString()));
+      socket.on('end', () => resolve(text));
+      socket.on('error', reject);
+    });
+    expect(raw).toMatch(/^HTTP\/1\.1 400 /);
+    expect(raw).toContain('idempotency-key-invalid');
+    expect(raw).toContain('send exactly one Idempotency-Key header (this request has 2)');
+    expect(await backupRows()).toBe(before);
   });
 
   it('the fingerprint ignores key order in the body', async () => {

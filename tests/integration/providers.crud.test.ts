@@ -116,6 +116,12 @@ describe.each(BACKENDS)('/v1/providers ($backend)', ({ makeUrl }) => {
     ['a header given twice in different case', { headers: { 'X-A': '1', 'x-a': '2' } }, 'body.headers.x-a'],
     ['a status code out of range', { expected_status: 99 }, 'body.expected_status'],
     ['a zero timeout', { timeout_ms: 0 }, 'body.timeout_ms'],
+    // JSON.parse makes "__proto__" an own key, as the api's body parser does.
+    [
+      'a header named __proto__',
+      { headers: JSON.parse('{"__proto__":"x","X-A":"1"}') as object },
+      'body.headers',
+    ],
   ])('%s is refused with 400', async (_n, over, path) => {
     const r = await create({ name: 'valid-name', url: 'http://127.0.0.1:9/', ...over });
     expectProblemShape(r, 'validation-failed', 400);

@@ -1,7 +1,8 @@
 import { createBullBoard } from '@bull-board/api';
 import { BullMQAdapter } from '@bull-board/api/bullMQAdapter';
 import { ExpressAdapter } from '@bull-board/express';
-import type { Express } from 'express';
+import type { Express, RequestHandler } from 'express';
+import { ForbiddenError } from '../../shared/errors';
 import type { Kysely } from 'kysely';
 import type { Database } from '../../shared/db/schema';
 import type { Queues } from '../../queues/producer';
@@ -16,7 +17,9 @@ export const ADMIN_BOARD_PATH = '/admin/queues';
  * Bull Board for every queue, behind admin authentication (Bearer, or Basic with an admin
  * key as password). Authentication runs before anything of the board, its static assets
  * included; bodies go through the api's own JSON parser, so a malformed body is a 400
- * problem rather than a board error.
+ * problem rather than a board error. Changes (anything but GET/HEAD/OPTIONS) from another
+ * site are refused: a browser signed in with Basic sends those credentials with any form a
+ * foreign page submits, and the board's "add job" route needs no body.
  */
 export function mountAdminBoard(
   app: Express,
@@ -37,9 +40,34 @@ export function mountAdminBoard(
   app.use(
     ADMIN_BOARD_PATH,
     authenticateAdminBoard({ db: deps.db }),
+    sameOriginChanges,
     ...jsonBody({ limitBytes: deps.bodyLimitBytes }),
     board,
     // Paths under the board that it does not serve end here, not in the Bearer-only auth that follows.
     notFound(),
   );
 }
+
+/**
+ * CSRF defence without tokens: browsers say where a request comes from (`Sec-Fetch-Site`,
+ * `Origin`); a request that says nothing (curl, scripts) is not a browser's and passes.
+ */
+const sameOriginChanges: RequestHandler = (req, _res, next) => {
+  if (req.method === 'GET' || req.method === 'HEAD' || req.method === 'OPTIONS') return next();
+  const site = req.headers['sec-fetch-site'];
+  const origin = req.headers.origin;
+  let foreign = site !== undefined && site !== 'same-origin' && site !== 'none';
+  if (!foreign && origin !== undefined) {
+    try {
+      foreign = new URL(origin).host !== req.headers.host;
+    } catch {
+      foreign = true; // "null" (sandboxed or file pages) and anything unparseable
+    }
+  }
+  if (foreign) {
+    throw new ForbiddenError(
+      'Bull Board changes must come from the board itself: this request came from another site (Origin / Sec-Fetch-Site).',
+    );
+  }
+  next();
+};

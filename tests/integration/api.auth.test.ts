@@ -80,6 +80,37 @@ describe.each(BACKENDS)('api authentication ($backend)', ({ makeUrl }) => {
     );
   });
 
+  it('Bull Board refuses changes another site makes the browser send; its own page and scripts pass', async () => {
+    const basic = `Basic ${Buffer.from(`anyone:${api.keys.admin}`).toString('base64')}`;
+    const add = (headers: Record<string, string>) =>
+      call(api, '/admin/queues/api/queues/noop/add', {
+        method: 'POST',
+        headers: { authorization: basic, 'content-type': 'text/plain', ...headers },
+        body: '',
+      });
+    const noop = api.queues.byName.get('noop')!;
+    const before = await noop.count();
+    const foreign: Record<string, string>[] = [
+      { origin: 'https://evil.example' },
+      { origin: 'null' },
+      { 'sec-fetch-site': 'cross-site' },
+      { 'sec-fetch-site': 'same-site', origin: new URL(api.url).origin },
+    ];
+    for (const headers of foreign) {
+      const r = await add(headers);
+      expectProblemShape(r, 'forbidden', 403);
+      expect(r.body.detail).toContain('another site');
+    }
+    expect(await noop.count()).toBe(before);
+    // The board's own page (same origin) and a script (no Origin at all) may change things.
+    expect((await add({ origin: new URL(api.url).origin, 'sec-fetch-site': 'same-origin' })).status).toBe(
+      200,
+    );
+    expect((await add({})).status).toBe(200);
+    expect(await noop.count()).toBe(before + 2);
+    await noop.obliterate({ force: true });
+  });
+
   it('Basic credentials whose password is not an admin key are refused with the Basic challenge', async () => {
     for (const password of ['wrong', api.keys.revoked]) {
       const basic = `Basic ${Buffer.from(`admin:${password}`).toString('base64')}`;

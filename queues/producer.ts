@@ -1,13 +1,17 @@
 import { Queue, type JobsOptions } from 'bullmq';
 import type { Redis } from 'ioredis';
 import type { QueueDefinition } from './definition';
+import { REDIS_DEADLINE_MS, withDeadline } from '../shared/deadline';
 import type { Logger } from '../shared/logger';
 
 /** BullMQ Queue handles for a set of queue definitions, sharing one client connection. */
 export interface Queues {
   readonly byName: ReadonlyMap<string, Queue>;
   get(name: string): Queue;
-  /** Enqueue with a deterministic job id: adding the same id twice is a no-op (BullMQ). */
+  /**
+   * Enqueue with a deterministic job id: adding the same id twice is a no-op (BullMQ).
+   * @throws DeadlineError when Redis does not answer within REDIS_DEADLINE_MS.
+   */
   add(queue: string, jobName: string, payload: unknown, jobId: string, opts?: JobsOptions): Promise<void>;
   close(): Promise<void>;
 }
@@ -40,7 +44,13 @@ export function createQueues(
       const schema = def?.jobs[jobName];
       if (!def || !schema) throw new Error(`queue "${queue}" has no job "${jobName}"`);
       const data = schema.parse(payload);
-      await get(queue).add(jobName, data, { ...opts, jobId });
+      // A deadline, or an enqueue while Redis is away would wait for it however long it takes;
+      // a late add is harmless (the job id is deterministic, a second add is a no-op).
+      await withDeadline(
+        `Redis (add ${jobId} to ${queue})`,
+        REDIS_DEADLINE_MS,
+        get(queue).add(jobName, data, { ...opts, jobId }),
+      );
     },
     async close() {
       const errors: unknown[] = [];

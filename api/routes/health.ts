@@ -6,6 +6,7 @@ import { pingDatabase } from '../../shared/db/health';
 import { migrationStatus, type Migration } from '../../shared/db/migrate';
 import { DependencyUnavailableError } from '../../shared/errors';
 import { pingRedis } from '../../shared/redis';
+import { withDeadline } from '../../shared/deadline';
 import { methodNotAllowed } from '../middleware/not-found';
 
 /** Each readiness check answers within this, or counts as not ready. */
@@ -19,21 +20,6 @@ export class NotReadyError extends DependencyUnavailableError {
       .map(([k]) => k);
     super(`Not ready: ${failing.join(', ')}.`, 5);
     this.extra.checks = checks;
-  }
-}
-
-/** Reject after `ms` (an I/O deadline, not a timer that drives work). */
-async function withDeadline<T>(what: string, ms: number, work: Promise<T>): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  try {
-    return await Promise.race([
-      work,
-      new Promise<never>((_, reject) => {
-        timer = setTimeout(() => reject(new Error(`${what} did not answer within ${ms} ms`)), ms);
-      }),
-    ]);
-  } finally {
-    clearTimeout(timer);
   }
 }
 

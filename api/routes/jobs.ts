@@ -1,4 +1,5 @@
 import { Router } from 'express';
+import { REDIS_DEADLINE_MS, withDeadline } from '../../shared/deadline';
 import type { Job } from 'bullmq';
 import { JOB_STATES, jobParamsSchema, type JobResponse } from '../../shared/contract/jobs';
 import { DependencyUnavailableError, NotFoundError } from '../../shared/errors';
@@ -53,8 +54,13 @@ export function jobsRouter(deps: { queues: Queues }): Router {
       }
       let found: { job: Job; state: string } | undefined;
       try {
-        const job = await queue.getJob(params.jobId);
-        found = job ? { job, state: await job.getState() } : undefined;
+        found = await withDeadline(
+          'Redis',
+          REDIS_DEADLINE_MS,
+          queue
+            .getJob(params.jobId)
+            .then(async (job) => (job ? { job, state: await job.getState() } : undefined)),
+        );
       } catch (err) {
         // An id that names one of BullMQ's own keys (`wait`, `events`, `id`, `<job>:logs`, …)
         // reads a key of another type: no such job, not an outage.

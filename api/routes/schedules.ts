@@ -1,4 +1,5 @@
 import { Router } from 'express';
+import { REDIS_DEADLINE_MS, withDeadline } from '../../shared/deadline';
 import { z } from 'zod';
 import type { Clock } from '../../shared/clock';
 import type { DatabaseHandle } from '../../shared/db/database';
@@ -23,7 +24,13 @@ const nameSchemas = { params: z.object({ name: z.string().max(64) }).strict() };
 const putSchemas = { params: nameSchemas.params, body: scheduleSpecSchema };
 
 async function view(def: ScheduleDefinition, spec: ScheduleSpec, queues: Queues) {
-  const scheduler = await queues.byName.get(def.queue)?.getJobScheduler(def.name);
+  const queue = queues.byName.get(def.queue);
+  const scheduler =
+    queue && (await withDeadline('Redis', REDIS_DEADLINE_MS, queue.getJobScheduler(def.name)));
+  return describe(def, spec, scheduler);
+}
+
+function describe(def: ScheduleDefinition, spec: ScheduleSpec, scheduler: { next?: number } | undefined) {
   return {
     name: def.name,
     queue: def.queue,
@@ -90,11 +97,15 @@ export function schedulesRouter(deps: { db: DatabaseHandle; queues: Queues; cloc
       // The database is the truth; Redis follows. If applying fails, the schedule sync in
       // every worker converges on the stored value.
       await storeSchedule(db, def.name, spec, deps.clock.now().getTime());
-      await applySchedule(deps.queues, def, spec).catch((err: unknown) =>
-        req.log.warn({ err, schedule: def.name }, 'schedule stored; Redis will follow via the schedule sync'),
-      );
       req.log.info({ schedule: def.name, ...spec }, 'schedule changed');
-      res.json(await redisRead(() => view(def, spec, deps.queues)));
+      try {
+        await withDeadline('Redis', REDIS_DEADLINE_MS, applySchedule(deps.queues, def, spec));
+        res.json(await view(def, spec, deps.queues));
+      } catch (err) {
+        // The change is stored, so it is not a failure: in_redis false says Redis has yet to follow.
+        req.log.warn({ err, schedule: def.name }, 'schedule stored; Redis will follow via the schedule sync');
+        res.json(describe(def, spec, undefined));
+      }
     })
     .all(methodNotAllowed(['GET', 'PUT']));
 

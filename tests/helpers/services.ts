@@ -1,3 +1,4 @@
+import net from 'node:net';
 import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
@@ -60,4 +61,13 @@ export function startGate(): { wait: () => Promise<void>; open: () => void } {
   let open!: () => void;
   const p = new Promise<void>((r) => (open = r));
   return { wait: () => p, open };
+}
+
+/** A TCP port on which nothing listens: bind, read the port, close. */
+export async function closedPort(): Promise<number> {
+  const server = net.createServer();
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address() as net.AddressInfo;
+  await new Promise<void>((resolve) => server.close(() => resolve()));
+  return port;
 }

@@ -1,16 +1,7 @@
-import net from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
-import { BACKENDS } from '../helpers/services';
+import { REDIS_DEADLINE_MS } from '../../shared/deadline';
+import { BACKENDS, closedPort } from '../helpers/services';
 import { call, expectProblemShape, startApi, type ApiUnderTest } from './api.harness';
-
-/** A TCP port on which nothing listens: bind, read the port, close. */
-async function closedPort(): Promise<number> {
-  const server = net.createServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const { port } = server.address() as net.AddressInfo;
-  await new Promise<void>((resolve) => server.close(() => resolve()));
-  return port;
-}
 
 describe.each(BACKENDS)('api health and readiness ($backend)', ({ makeUrl }) => {
   let api: ApiUnderTest | undefined;
@@ -47,6 +38,30 @@ describe.each(BACKENDS)('api health and readiness ($backend)', ({ makeUrl }) => 
     expect(r.body.detail).toContain('redis');
     expect(r.text).not.toContain('hunter2secret');
     expect((await call(api, '/healthz')).status).toBe(200);
+  });
+
+  it('with Redis down since start, a POST is accepted (202, row and outbox row kept) and job reads are 503, none hangs', async () => {
+    api = await startApi({
+      databaseUrl: makeUrl('api_no_redis'),
+      redisUrl: `redis://127.0.0.1:${await closedPort()}`,
+    });
+    const started = performance.now();
+    const r = await call(api, '/v1/backups', {
+      method: 'POST',
+      key: api.keys.write,
+      headers: { 'content-type': 'application/json', 'idempotency-key': 'no-redis-1' },
+      body: '{}',
+    });
+    expect(r.status).toBe(202);
+    // BullMQ waits for a connection that was never ready without limit; the api gives up on the
+    // enqueue after REDIS_DEADLINE_MS and leaves the job to the outbox relay.
+    expect(performance.now() - started).toBeLessThan(REDIS_DEADLINE_MS + 2_000);
+    const outbox = await api.db.db.selectFrom('outbox').selectAll().execute();
+    expect(outbox).toHaveLength(1);
+    expect(outbox[0]!.dispatched_at).toBeNull();
+    expect(outbox[0]!.attempts).toBe(1);
+    const job = await call(api, `/v1/jobs/backups/backup-${r.body.id as string}`, { key: api.keys.read });
+    expectProblemShape(job, 'dependency-unavailable', 503);
   });
 
   it('/readyz answers 503 naming migrations when the database is not migrated', async () => {

@@ -3,7 +3,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { backupsQueue } from '../../queues/backups';
-import { BACKENDS, waitFor } from '../helpers/services';
+import { BACKENDS, closedPort, waitFor } from '../helpers/services';
 import { startInProcessWorker } from '../helpers/worker-harness';
 import { call, expectProblemShape, startApi, type ApiUnderTest } from './api.harness';
 
@@ -67,6 +67,33 @@ describe.each(BACKENDS)('GET/PUT /v1/schedules ($backend)', ({ makeUrl }) => {
     expectProblemShape(r, 'validation-failed', 400);
     const g = await call(api, '/v1/schedules/backup', { key: api.keys.read });
     expect(g.body.every_ms).toBe(86_400_000);
+  });
+
+  it('a PUT while Redis is down is stored and answered 200 with in_redis false, not a 503', async () => {
+    const offline = await startApi({
+      databaseUrl: makeUrl('sched_offline'),
+      redisUrl: `redis://127.0.0.1:${await closedPort()}`,
+    });
+    try {
+      const r = await call(offline, '/v1/schedules/probes', {
+        method: 'PUT',
+        key: offline.keys.admin,
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ every_ms: 45_000, enabled: true }),
+      });
+      expect(r.status).toBe(200);
+      expect(r.body).toMatchObject({
+        name: 'probes',
+        every_ms: 45_000,
+        enabled: true,
+        in_redis: false,
+        next_run_at: null,
+      });
+      const stored = await offline.db.db.selectFrom('settings').selectAll().execute();
+      expect(JSON.stringify(stored)).toContain('45000');
+    } finally {
+      await offline.close();
+    }
   });
 
   it('an unknown schedule is 404 naming the known ones; a write key gets 403', async () => {

@@ -15,6 +15,7 @@ import {
 import { createDatabase, type DatabaseHandle } from '../shared/db/database';
 import { migrateToLatest, migrationStatus } from '../shared/db/migrate';
 import { restoreArchive } from '../shared/db/restore';
+import { settleRestoredBackups } from '../shared/db/backups-store';
 import { ConfigError, MigrationIntegrityError } from '../shared/errors';
 import { SCOPES, type Scope } from '../shared/types';
 
@@ -316,6 +317,12 @@ async function restore(
       `restored ${archive} (schema ${result.schemaVersion}, from ${result.sourceBackend}, sha256 ${result.sha256}) into ${handle.displayUrl}`,
     );
     cli.out(`rows: ${counts.join(', ') || 'none'}`);
+    const settled = await settleRestoredBackups(handle.db, Date.now());
+    if (settled.backups.length + settled.verifications.length > 0) {
+      cli.out(
+        `marked failed, as unfinished in the archive (not to be run again here): ${settled.backups.length} backup(s)${settled.backups.length > 0 ? ` (${settled.backups.join(', ')})` : ''}, ${settled.verifications.length} verification(s)`,
+      );
+    }
     return EXIT_OK;
   } catch (err) {
     if (err instanceof BackupArchiveError || err instanceof MigrationIntegrityError) {

@@ -189,3 +189,36 @@ export async function finishBackupVerification(
     .executeTakeFirst();
   return Number(r.numUpdatedRows) === 1;
 }
+
+/** Why {@link settleRestoredBackups} failed a backup. */
+export const RESTORED_UNFINISHED =
+  'was unfinished when the restored archive was taken (it belonged to the install the archive came from); not resumed after a restore';
+
+/**
+ * After a restore: backups (and verifications) the archive holds as queued or running belonged
+ * to the source install, and an archive always holds its own backup as running. Left alone,
+ * the reconciler would run them again here and write `taskyard-backup-<id>` over the file of
+ * the same name, which may be the very archive restored from. They are failed instead, with
+ * {@link RESTORED_UNFINISHED} as the error.
+ * @returns ids of the backups failed, and of those whose verification was failed
+ */
+export async function settleRestoredBackups(
+  db: Kysely<Database>,
+  now: number,
+): Promise<{ backups: string[]; verifications: string[] }> {
+  return db.transaction().execute(async (trx) => {
+    const backups = await trx
+      .updateTable('backups')
+      .set({ status: 'failed', error: RESTORED_UNFINISHED, finished_at: now })
+      .where('status', 'in', ['queued', 'running'])
+      .returning('id')
+      .execute();
+    const verifications = await trx
+      .updateTable('backups')
+      .set({ verify_status: 'failed', verify_error: RESTORED_UNFINISHED })
+      .where('verify_status', 'in', ['queued', 'running'])
+      .returning('id')
+      .execute();
+    return { backups: backups.map((r) => r.id), verifications: verifications.map((r) => r.id) };
+  });
+}

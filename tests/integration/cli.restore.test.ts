@@ -1,9 +1,11 @@
+import { randomUUID } from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { runCli } from '../../cli/taskyard';
 import { writeBackupArchive, type BackupArchiveResult } from '../../shared/backup-archive-writer';
+import { RESTORED_UNFINISHED } from '../../shared/db/backups-store';
 import { createDatabase } from '../../shared/db/database';
 import { openMigrated, readAllRows, seedSmallDatabase } from '../helpers/backup-fixtures';
 import { disposeTestDatabase } from '../helpers/test-database';
@@ -69,6 +71,63 @@ describe('taskyard restore', () => {
     expect(r.code).toBe(1);
     expect(r.err).toContain(`has sha256 ${archive.sha256}, expected ${'a'.repeat(64)}`);
   });
+
+  it.each(BACKENDS)(
+    'backups the archive holds as queued or running (its own included) are failed on $backend, not run again',
+    async ({ makeUrl }) => {
+      const src = testSqliteUrl('cli_restore_running_src');
+      const url = makeUrl('cli_restore_running');
+      urls.push(src, url);
+      const source = await openMigrated(src);
+      const ids = { own: randomUUID(), queued: randomUUID(), done: randomUUID() };
+      try {
+        const row = (id: string, status: 'queued' | 'running' | 'succeeded') => ({
+          id,
+          label: status,
+          status,
+          trigger: 'manual' as const,
+          created_at: 1_000,
+          ...(status === 'succeeded'
+            ? {
+                finished_at: 2_000,
+                file_name: `taskyard-backup-${id}.ndjson.gz`,
+                verify_status: 'running' as const,
+              }
+            : {}),
+        });
+        await source.db
+          .insertInto('backups')
+          .values([row(ids.own, 'running'), row(ids.queued, 'queued'), row(ids.done, 'succeeded')])
+          .execute();
+      } finally {
+        await source.close();
+      }
+      const taken = await writeBackupArchive(src, { dir, fileName: 'running.ndjson.gz' });
+      const r = await run(['restore', taken.path, '--database-url', url]);
+      expect(r.code).toBe(0);
+      expect(r.out).toContain(
+        'marked failed, as unfinished in the archive (not to be run again here): 2 backup(s)',
+      );
+      expect(r.out).toContain('1 verification(s)');
+      const target = await createDatabase(url);
+      try {
+        const rows = await target.db.selectFrom('backups').selectAll().orderBy('label').execute();
+        const byId = new Map(rows.map((b) => [b.id, b]));
+        for (const id of [ids.own, ids.queued]) {
+          expect(byId.get(id)).toMatchObject({ status: 'failed', error: RESTORED_UNFINISHED });
+          expect(byId.get(id)!.finished_at).not.toBeNull();
+        }
+        expect(byId.get(ids.done)).toMatchObject({
+          status: 'succeeded',
+          error: null,
+          verify_status: 'failed',
+          verify_error: RESTORED_UNFINISHED,
+        });
+      } finally {
+        await target.close();
+      }
+    },
+  );
 
   it('a missing archive file exits 1 naming it', async () => {
     const url = testSqliteUrl('cli_restore_missing');

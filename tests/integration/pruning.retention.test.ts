@@ -29,6 +29,9 @@ import { allPages, call, expectProblemShape, startApi, type ApiUnderTest } from 
 const HOUR = 3_600_000;
 const DAY = 24 * HOUR;
 
+/** An archive of another install sharing BACKUP_DIR: no row here names it. */
+const FOREIGN_ARCHIVE = `taskyard-backup-${randomUUID()}.ndjson.gz`;
+
 describe.each(BACKENDS)('pruning ($backend)', ({ makeUrl }) => {
   let api: ApiUnderTest;
   let backupDir: string;
@@ -200,7 +203,8 @@ describe.each(BACKENDS)('pruning ($backend)', ({ makeUrl }) => {
     await sim('boundary', 'succeeded', T - 30 * DAY, true); // exactly 30 days: kept
     await sim('still-running', 'running', T - 40 * DAY, true); // not terminal: kept
     await sim('queued', 'queued', null, false);
-    // Backups: 4 succeeded (the newest 2 are kept), a failed one, an orphan archive.
+    // Backups: 4 succeeded (the newest 2 are kept), a failed one, and an archive this database
+    // has no row for (another install's): retention must leave it alone.
     for (let i = 0; i < 4; i++) {
       const id = randomUUID();
       const fileName = `taskyard-backup-${id}.ndjson.gz`;
@@ -229,7 +233,7 @@ describe.each(BACKENDS)('pruning ($backend)', ({ makeUrl }) => {
         finished_at: T - 20 * HOUR,
       })
       .execute();
-    fs.writeFileSync(path.join(backupDir, `taskyard-backup-${randomUUID()}.ndjson.gz`), 'orphan');
+    fs.writeFileSync(path.join(backupDir, FOREIGN_ARCHIVE), 'another install');
     fs.writeFileSync(path.join(backupDir, 'notes.txt'), 'not an archive');
     return {
       ...emptyPruneCounts(),
@@ -239,7 +243,7 @@ describe.each(BACKENDS)('pruning ($backend)', ({ makeUrl }) => {
       simulations: 3,
       simulation_checkpoints: 2,
       backups: 2,
-      backup_files: 1,
+      backup_files: 2,
     };
   }
 
@@ -347,7 +351,7 @@ describe.each(BACKENDS)('pruning ($backend)', ({ makeUrl }) => {
     const backups = await db().selectFrom('backups').selectAll().orderBy('finished_at').execute();
     expect(backups.map((b) => b.label)).toEqual(['failed', 'b2', 'b3']);
     expect(after.files).toEqual(
-      [...backups.filter((b) => b.file_name).map((b) => b.file_name!), 'notes.txt'].sort(),
+      [...backups.filter((b) => b.file_name).map((b) => b.file_name!), FOREIGN_ARCHIVE, 'notes.txt'].sort(),
     );
 
     // Nothing left to do: a second run deletes nothing.
@@ -439,7 +443,7 @@ describe.each(BACKENDS)('pruning ($backend)', ({ makeUrl }) => {
     });
     expect(fs.readdirSync(backupDir).sort()).toEqual(files);
     expect(await countRows('backups')).toBe(5);
-    expect(await prune()).toMatchObject({ counts: { backups: 2, backup_files: 1, idempotency_keys: 0 } });
+    expect(await prune()).toMatchObject({ counts: { backups: 2, backup_files: 2, idempotency_keys: 0 } });
   });
 
   it('POST /v1/pruning/runs answers 202 with Location, the worker runs it, and GET shows its counts', async () => {

@@ -41,7 +41,6 @@ export interface BackupProcessorDeps {
 export const BACKUP_BUSY_DELAY_MS = 2_000;
 
 const fileNameFor = (id: string) => `taskyard-backup-${id}.ndjson.gz`;
-const ARCHIVE_NAME = /^taskyard-backup-([0-9a-f-]{36})\.ndjson\.gz$/;
 
 /**
  * The single-runner section of a backups job, or a delay when another holds the scope.
@@ -212,45 +211,55 @@ function sortKeys(o: Record<string, unknown>): Record<string, unknown> {
 
 /**
  * Keep the newest BACKUP_KEEP_LAST succeeded backups. Runs under the `backups` lock, so no
- * archive is being written meanwhile. The row goes first, then the file: a crash between
- * them leaves an archive without a row, never a row without its archive, and orphaned
- * archives (no row with their id) are swept on every run. Also used by the prune job,
- * which takes the `backups` lock for it.
+ * archive is being written meanwhile. The file goes first, then the row: a crash between them
+ * leaves a row whose archive is gone (download says so, and the next run deletes the row),
+ * never a file without a row. Files are only ever deleted through a row of this database:
+ * BACKUP_DIR may hold archives of another install (a database switched to Postgres, a restore
+ * into a new database), and those are not this database's to delete. Also used by the prune
+ * job, which takes the `backups` lock for it.
  * @param opts.dryRun count what would go, delete nothing. @defaultValue false
- * @returns backup rows (with their files) deleted, and orphaned archives swept
+ * @returns backup rows deleted, and how many of them still had their archive on disk
  */
 export async function applyBackupRetention(
   deps: { db: DatabaseHandle; config: Pick<Config, 'BACKUP_DIR' | 'BACKUP_KEEP_LAST'> },
   log: Logger,
   opts: { dryRun?: boolean; signal?: AbortSignal } = {},
-): Promise<{ backups: number; orphanFiles: number }> {
+): Promise<{ backups: number; files: number }> {
   const db = deps.db.db;
   const dir = deps.config.BACKUP_DIR;
   let backups = 0;
-  let orphanFiles = 0;
+  let files = 0;
+  const fileOf = (fileName: string | null) => (fileName ? path.join(dir, path.basename(fileName)) : null);
   if (opts.dryRun) {
     backups = await countSucceededBackupsBeyond(db, deps.config.BACKUP_KEEP_LAST);
-  } else {
-    for (;;) {
-      const rows = await succeededBackupsBeyond(db, deps.config.BACKUP_KEEP_LAST);
-      for (const row of rows) {
-        opts.signal?.throwIfAborted();
-        await deleteBackupRow(db, row.id);
-        if (row.file_name) await fs.rm(path.join(dir, path.basename(row.file_name)), { force: true });
-        backups++;
-        log.info({ backup_id: row.id, status: 'deleted' }, 'backup removed by retention');
+    // Files of the first page only (1000 rows): a dry run reports, it need not be exact beyond.
+    for (const row of await succeededBackupsBeyond(db, deps.config.BACKUP_KEEP_LAST)) {
+      const file = fileOf(row.file_name);
+      if (file && (await exists(file))) files++;
+    }
+    return { backups, files };
+  }
+  for (;;) {
+    const rows = await succeededBackupsBeyond(db, deps.config.BACKUP_KEEP_LAST);
+    for (const row of rows) {
+      opts.signal?.throwIfAborted();
+      const file = fileOf(row.file_name);
+      if (file && (await exists(file))) {
+        await fs.rm(file, { force: true });
+        files++;
       }
-      if (rows.length === 0) break;
+      await deleteBackupRow(db, row.id);
+      backups++;
+      log.info({ backup_id: row.id, status: 'deleted' }, 'backup removed by retention');
     }
+    if (rows.length === 0) break;
   }
-  for (const name of await fs.readdir(dir).catch(() => [] as string[])) {
-    const m = ARCHIVE_NAME.exec(name);
-    if (m && !(await getBackup(db, m[1]!))) {
-      orphanFiles++;
-      if (opts.dryRun) continue;
-      await fs.rm(path.join(dir, name), { force: true });
-      log.info({ file: name }, 'orphaned backup archive removed');
-    }
-  }
-  return { backups, orphanFiles };
+  return { backups, files };
+}
+
+async function exists(file: string): Promise<boolean> {
+  return fs.access(file).then(
+    () => true,
+    () => false,
+  );
 }

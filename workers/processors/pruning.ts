@@ -196,7 +196,7 @@ async function pruneAll(
       simulations: simulations.simulations,
       simulation_checkpoints: simulations.checkpoints,
       backups: backups.backups,
-      backup_files: backups.orphanFiles,
+      backup_files: backups.files,
       jobs: await countFinishedJobs(deps.redis, deps.queues, cutoffs.jobs),
     };
     signal.throwIfAborted();
@@ -249,8 +249,8 @@ async function pruneAll(
 
   signal.throwIfAborted();
   const backups = await pruneBackups(deps, log, signal);
-  if (backups.backups + backups.orphanFiles > 0) {
-    counts = addCounts(counts, { backups: backups.backups, backup_files: backups.orphanFiles });
+  if (backups.backups > 0) {
+    counts = addCounts(counts, { backups: backups.backups, backup_files: backups.files });
     await recordProgress(deps, lock, input.runId, counts);
     await report('backups');
   }
@@ -281,7 +281,7 @@ async function pruneBackups(
   deps: PruningProcessorDeps,
   log: Logger,
   signal: AbortSignal,
-): Promise<{ backups: number; orphanFiles: number }> {
+): Promise<{ backups: number; files: number }> {
   try {
     return await deps.locks.withSingleRunner('backups', () => applyBackupRetention(deps, log, { signal }), {
       signal,
@@ -289,7 +289,7 @@ async function pruneBackups(
   } catch (err) {
     if (!(err instanceof LockBusyError)) throw err;
     log.info({ scope: 'backups' }, 'backups scope busy: backup retention left to the next run');
-    return { backups: 0, orphanFiles: 0 };
+    return { backups: 0, files: 0 };
   }
 }
 

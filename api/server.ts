@@ -117,6 +117,12 @@ async function main(): Promise<number> {
       },
       'api listening',
     );
+    // Under `npm start` the supervisor learns the real address here (PORT=0, or a port some
+    // other server already answers on), instead of polling HOST:PORT and finding another server.
+    if (process.send) {
+      process.send({ type: 'api-listening', url: `http://${host}:${address.port}` });
+      process.channel?.unref();
+    }
 
     const stopped = new Promise<number>((resolveStop) => {
       handleShutdownSignals({

@@ -121,6 +121,8 @@ interface Supervised {
   startedAt: number;
   failures: number;
   exited?: Promise<void>;
+  /** Where the api listens, as it reported over IPC once listening (api only). */
+  url?: string;
 }
 
 async function main(): Promise<void> {
@@ -177,6 +179,14 @@ async function main(): Promise<void> {
     await handle.close();
   }
 
+  // The key is stored hashed only, and no second one is made while it exists: it must be
+  // shown whatever happens next (ready, not ready, or a child that cannot start).
+  const showAdminKey = () => {
+    if (!adminKey) return;
+    process.stdout.write(`\n  admin key (shown once, stored hashed; keep it): ${adminKey}\n\n`);
+    adminKey = undefined;
+  };
+
   // 3. Children. Each runs in its own process group, so a terminal Ctrl-C reaches only
   // this supervisor, which forwards exactly one SIGTERM (a second would mean "exit now").
   let stopping = false;
@@ -196,10 +206,15 @@ async function main(): Promise<void> {
     const proc = spawn(process.execPath, child.args, {
       env,
       cwd: ROOT,
-      stdio: ['ignore', 'inherit', 'inherit'],
+      stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
       detached: true,
     });
     child.proc = proc;
+    child.url = undefined;
+    proc.on('message', (m: unknown) => {
+      const msg = m as { type?: unknown; url?: unknown } | null;
+      if (msg?.type === 'api-listening' && typeof msg.url === 'string') child.url = msg.url;
+    });
     child.exited = new Promise((resolve) => {
       proc.once('exit', (code, signal) => {
         resolve();
@@ -250,6 +265,7 @@ async function main(): Promise<void> {
       privateRedis.kill('SIGTERM');
       await exited;
     }
+    showAdminKey();
     logger.info({ code }, 'taskyard stopped');
     return code;
   };
@@ -259,18 +275,23 @@ async function main(): Promise<void> {
     onFirst: shutdown,
     exit: (code) => {
       for (const c of children) if (c.proc && c.proc.exitCode === null) c.proc.kill('SIGKILL');
+      // Not SIGKILL: Redis flushes its append-only file on SIGTERM and exits by itself. Left
+      // running, the next start would start a second one on the same data directory.
+      if (privateRedis && privateRedis.exitCode === null) privateRedis.kill('SIGTERM');
       return process.exit(code);
     },
   });
 
   for (const c of children) launch(c);
 
-  // 4. Ready: say where, once.
-  const base = `http://${config.HOST.includes(':') ? `[${config.HOST}]` : config.HOST}:${config.PORT}`;
+  // 4. Ready: say where, once. Only our own api's address counts: it reports it when listening.
+  const api = children[0]!;
   const ready = await pollUntil(
     async () => {
+      if (stopping) return true;
+      if (!api.url || api.proc?.exitCode !== null) return false;
       try {
-        const res = await fetch(`${base}/readyz`, { signal: AbortSignal.timeout(1_000) });
+        const res = await fetch(`${api.url}/readyz`, { signal: AbortSignal.timeout(1_000) });
         return res.status === 200;
       } catch {
         return false;
@@ -280,9 +301,11 @@ async function main(): Promise<void> {
     200,
   );
   if (stopping) return;
+  const base =
+    api.url ?? `http://${config.HOST.includes(':') ? `[${config.HOST}]` : config.HOST}:${config.PORT}`;
   if (!ready) {
     logger.warn({ url: `${base}/readyz` }, 'the api is not ready after 60 s; see the log above');
-    if (adminKey) process.stdout.write(`\n  admin key (shown once, stored hashed; keep it): ${adminKey}\n\n`);
+    showAdminKey();
     return;
   }
   const lines = [
@@ -294,6 +317,7 @@ async function main(): Promise<void> {
   ];
   if (adminKey) {
     lines.push(`  admin key (shown once, stored hashed; keep it): ${adminKey}`);
+    adminKey = undefined;
   }
   lines.push('  Ctrl-C stops everything (a second Ctrl-C stops at once).', '');
   process.stdout.write(lines.join('\n') + '\n');

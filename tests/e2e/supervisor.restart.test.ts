@@ -79,4 +79,69 @@ describe('npm start supervisor', () => {
       await redis.quit();
     }
   });
+
+  it('a port another server answers on is never taken for ours: exit 78, no ready banner, the new admin key still shown', async () => {
+    const prefix = uniquePrefix('supervisor_busy');
+    const other = net.createServer((socket) =>
+      socket.end('HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok'),
+    );
+    await new Promise<void>((resolve) => other.listen(0, '127.0.0.1', resolve));
+    const { port } = other.address() as net.AddressInfo;
+    const sup = spawnTsx('supervisor', 'cli/start.ts', [], {
+      ...process.env,
+      TASKYARD_ENV: 'development',
+      PORT: String(port),
+      DATABASE_URL: testSqliteUrl('supervisor_busy'),
+      REDIS_URL: testRedisUrl(),
+      REDIS_PREFIX: prefix,
+      LOG_LEVEL: 'info',
+    });
+    try {
+      expect(await sup.waitForExit(45_000)).toEqual({ code: 78, signal: null });
+      expect(sup.text()).toContain('EADDRINUSE');
+      expect(sup.text()).not.toContain('taskyard is ready');
+      // Stored hashed and never made again while it exists: it must not be lost with the start.
+      expect(sup.text().match(/admin key \(shown once[^:]*\): ty_[A-Za-z0-9_-]+/g)).toHaveLength(1);
+    } finally {
+      await sup.kill();
+      await new Promise((resolve) => other.close(resolve));
+      const redis = createRedis(testRedisUrl(), 'client');
+      await deleteKeysWithPrefix(redis, prefix);
+      await redis.quit();
+    }
+  });
+
+  it('PORT=0: the banner names the port the api really took', async () => {
+    const prefix = uniquePrefix('supervisor_port0');
+    const sup = spawnTsx('supervisor', 'cli/start.ts', [], {
+      ...process.env,
+      TASKYARD_ENV: 'test',
+      PORT: '0',
+      DATABASE_URL: testSqliteUrl('supervisor_port0'),
+      REDIS_URL: testRedisUrl(),
+      REDIS_PREFIX: prefix,
+      LOG_LEVEL: 'info',
+    });
+    try {
+      const listening = await sup.waitForLog((l) => l.msg === 'api listening', {
+        what: 'api listening',
+        timeoutMs: 30_000,
+      });
+      expect(Number(listening.port)).toBeGreaterThan(0);
+      await waitFor(
+        () => sup.text().includes(`taskyard is ready at http://127.0.0.1:${Number(listening.port)}`),
+        {
+          what: 'the ready banner with the real port',
+          timeoutMs: 30_000,
+        },
+      );
+      sup.signal('SIGINT');
+      expect(await sup.waitForExit(45_000)).toEqual({ code: 0, signal: null });
+    } finally {
+      await sup.kill();
+      const redis = createRedis(testRedisUrl(), 'client');
+      await deleteKeysWithPrefix(redis, prefix);
+      await redis.quit();
+    }
+  });
 });

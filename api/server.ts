@@ -27,7 +27,13 @@ import { buildApp, createHttpServer } from './app';
 async function bootstrapAdminKey(config: Config, handle: DatabaseHandle, logger: Logger): Promise<void> {
   const now = systemClock.now().getTime();
   if (config.TASKYARD_ADMIN_KEY !== undefined) {
-    const { created } = await ensureAdminKey(handle.db, config.TASKYARD_ADMIN_KEY, now);
+    const { created, revoked } = await ensureAdminKey(handle.db, config.TASKYARD_ADMIN_KEY, now);
+    if (revoked) {
+      logger.warn(
+        'TASKYARD_ADMIN_KEY was revoked and grants nothing: set another TASKYARD_ADMIN_KEY, or create an admin key with `npm run taskyard -- keys create --name admin --scopes admin`',
+      );
+      return;
+    }
     logger.info(
       { created },
       created ? 'admin key registered from TASKYARD_ADMIN_KEY' : 'admin key already registered',

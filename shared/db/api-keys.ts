@@ -102,7 +102,7 @@ export async function ensureAdminKey(
   db: Kysely<Database>,
   key: string,
   now: number,
-): Promise<{ created: boolean }> {
+): Promise<{ created: boolean; revoked: boolean }> {
   const r = await db
     .insertInto('api_keys')
     .values({
@@ -116,7 +116,15 @@ export async function ensureAdminKey(
     })
     .onConflict((oc) => oc.column('key_hash').doNothing())
     .executeTakeFirst();
-  return { created: (r.numInsertedOrUpdatedRows ?? 0n) > 0n };
+  const created = (r.numInsertedOrUpdatedRows ?? 0n) > 0n;
+  if (created) return { created, revoked: false };
+  // Already there: say whether it still works, so a revoked key is not reported as in place.
+  const existing = await db
+    .selectFrom('api_keys')
+    .select('revoked_at')
+    .where('key_hash', '=', hashApiKey(key))
+    .executeTakeFirst();
+  return { created, revoked: existing?.revoked_at !== null && existing?.revoked_at !== undefined };
 }
 
 /** Unrevoked keys holding the `admin` scope. */

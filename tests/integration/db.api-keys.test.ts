@@ -112,8 +112,8 @@ describe.each(BACKENDS)('API keys on $backend', ({ makeUrl }) => {
 
   it('ensureAdminKey registers the key once: created, then not created', async () => {
     const key = generateApiKey();
-    expect(await ensureAdminKey(handle.db, key, now)).toEqual({ created: true });
-    expect(await ensureAdminKey(handle.db, key, now + 1)).toEqual({ created: false });
+    expect(await ensureAdminKey(handle.db, key, now)).toEqual({ created: true, revoked: false });
+    expect(await ensureAdminKey(handle.db, key, now + 1)).toEqual({ created: false, revoked: false });
 
     const keys = await listApiKeys(handle.db);
     expect(keys).toEqual([
@@ -141,13 +141,13 @@ describe.each(BACKENDS)('API keys on $backend', ({ makeUrl }) => {
     expect(rows).toHaveLength(1);
   });
 
-  it('a revoked bootstrap key stays revoked when ensured again', async () => {
+  it('a revoked bootstrap key stays revoked when ensured again, and says so', async () => {
     const key = generateApiKey();
     await ensureAdminKey(handle.db, key, now);
     const [record] = await listApiKeys(handle.db);
     await revokeApiKey(handle.db, record!.id, now + 1);
 
-    expect(await ensureAdminKey(handle.db, key, now + 2)).toEqual({ created: false });
+    expect(await ensureAdminKey(handle.db, key, now + 2)).toEqual({ created: false, revoked: true });
     expect(await findActiveApiKeyByHash(handle.db, hashApiKey(key))).toBeUndefined();
   });
 

@@ -1,4 +1,5 @@
-import { realpathSync } from 'node:fs';
+import { constants as fsConstants, realpathSync } from 'node:fs';
+import fsp from 'node:fs/promises';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { loadMigrations } from '../migrations/index';
@@ -16,7 +17,7 @@ import { createDatabase, type DatabaseHandle } from '../shared/db/database';
 import { migrateToLatest, migrationStatus } from '../shared/db/migrate';
 import { restoreArchive } from '../shared/db/restore';
 import { settleRestoredBackups } from '../shared/db/backups-store';
-import { ConfigError, MigrationIntegrityError } from '../shared/errors';
+import { ConfigError, MigrationIntegrityError, toError } from '../shared/errors';
 import { SCOPES, type Scope } from '../shared/types';
 
 /**
@@ -306,6 +307,16 @@ async function restore(
   url: string,
   sha256: string | undefined,
 ): Promise<number> {
+  // Before the target is opened: opening a sqlite: URL creates the file, and a restore that
+  // cannot even read its archive should leave nothing behind.
+  try {
+    await fsp.access(archive, fsConstants.R_OK);
+  } catch (err) {
+    cli.err(
+      `taskyard: cannot read the archive ${archive}: ${(err as NodeJS.ErrnoException).code ?? toError(err).message}`,
+    );
+    return EXIT_FAILED;
+  }
   const handle = await createDatabase(url);
   try {
     const result = await restoreArchive(archive, handle, {

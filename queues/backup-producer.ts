@@ -113,14 +113,14 @@ export async function requestBackupVerification(
       .executeTakeFirst();
     if (Number(updated.numUpdatedRows) !== 1) {
       const existing = await getBackup(trx, input.backupId);
-      if (!existing) throw new NotFoundError(`no backup with id ${input.backupId}`);
+      if (!existing) throw new NotFoundError(`There is no backup with id ${input.backupId}.`);
       if (existing.status !== 'succeeded') {
         throw new ConflictError(
-          `backup ${input.backupId} is ${existing.status}; only a succeeded backup can be verified`,
+          `Backup ${input.backupId} is ${existing.status}; only a succeeded backup can be verified.`,
         );
       }
       throw new ConflictError(
-        `a verification of backup ${input.backupId} is already ${existing.verify_status}`,
+        `A verification of backup ${input.backupId} is already ${existing.verify_status}; wait for it to finish.`,
       );
     }
     const row = (await getBackup(trx, input.backupId))!;

@@ -129,12 +129,15 @@ describe('taskyard restore', () => {
     },
   );
 
-  it('a missing archive file exits 1 naming it', async () => {
+  it('a missing archive file exits 1 naming it, and leaves no database file behind', async () => {
     const url = testSqliteUrl('cli_restore_missing');
     urls.push(url);
     const r = await run(['restore', path.join(dir, 'nope.ndjson.gz'), '--database-url', url]);
     expect(r.code).toBe(1);
+    expect(r.err).toContain('cannot read the archive');
     expect(r.err).toContain('nope.ndjson.gz');
+    // Nothing was created for a restore that could not start.
+    expect(fs.existsSync(url.slice('sqlite:'.length))).toBe(false);
   });
 
   it.each([

@@ -185,7 +185,14 @@ export function createBackupProcessors(deps: BackupProcessorDeps): Record<string
         migrations: deps.migrations,
         expectedSha256: row.sha256 ?? undefined,
         signal: lock.signal,
-      }).catch((err: unknown) => ({ ok: false as const, problem: 'io', detail: toError(err).message }));
+      }).catch((err: unknown) => ({
+        ok: false as const,
+        problem: 'io',
+        detail:
+          (err as NodeJS.ErrnoException).code === 'ENOENT'
+            ? `the archive ${path.basename(file)} is no longer on disk (pruned or moved)`
+            : toError(err).message,
+      }));
       const expectedCounts = row.row_counts ?? '{}';
       const countsMatch =
         outcome.ok &&

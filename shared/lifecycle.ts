@@ -90,7 +90,10 @@ export class DrainTimeoutError extends Error {
 export function createLifecycle(hooks: LifecycleHooks, opts: LifecycleOptions): ManagedLifecycle {
   const { name } = hooks;
   const clock = opts.clock ?? systemClock;
-  const logger = opts.logger;
+  // The component field once: a logger that already carries it (a child made for the
+  // component) is used as it is, or the line would hold the key twice.
+  const logger =
+    opts.logger.bindings().component === name ? opts.logger : opts.logger.child({ component: name });
   // The lifecycle lock: created once, never replaced.
   const lock = createSerialLock();
 
@@ -105,7 +108,7 @@ export function createLifecycle(hooks: LifecycleHooks, opts: LifecycleOptions): 
   const transition = (to: LifecycleState): void => {
     const from = state;
     state = to;
-    logger.info({ component: name, from, to }, `${name}: ${from} -> ${to}`);
+    logger.info({ from, to }, `${name}: ${from} -> ${to}`);
   };
 
   const onCleanup = (fn: Cleanup): void => {
@@ -120,7 +123,7 @@ export function createLifecycle(hooks: LifecycleHooks, opts: LifecycleOptions): 
       try {
         await fn();
       } catch (err) {
-        logger.error({ err, component: name }, `${name}: cleanup failed`);
+        logger.error({ err }, `${name}: cleanup failed`);
         errors.push(err);
       }
     }
@@ -154,21 +157,21 @@ export function createLifecycle(hooks: LifecycleHooks, opts: LifecycleOptions): 
     transition('stopping');
     const startedAt = clock.monotonic();
     const outcome = await drainWithin(hooks.drain, opts.drainTimeoutMs, (err) =>
-      logger.warn({ err, component: name }, `${name}: drain failed after the drain timeout`),
+      logger.warn({ err }, `${name}: drain failed after the drain timeout`),
     );
     const drainMs = Math.round(clock.monotonic() - startedAt);
 
     if (outcome.kind === 'drained') {
       const errors = await runCleanups();
       transition('stopped');
-      logger.info({ component: name, drain_ms: drainMs }, `${name}: drained`);
+      logger.info({ drain_ms: drainMs }, `${name}: drained`);
       if (errors.length > 0) throw new AggregateError(errors, `${name}: ${errors.length} cleanup(s) failed`);
       return;
     }
 
     const errors: unknown[] = [];
     if (outcome.kind === 'failed') {
-      logger.error({ err: outcome.error, component: name }, `${name}: drain failed: force-closing`);
+      logger.error({ err: outcome.error }, `${name}: drain failed: force-closing`);
       errors.push(outcome.error);
     } else {
       logger.error(
@@ -179,7 +182,7 @@ export function createLifecycle(hooks: LifecycleHooks, opts: LifecycleOptions): 
     try {
       await hooks.forceClose();
     } catch (err) {
-      logger.error({ err, component: name }, `${name}: force close failed`);
+      logger.error({ err }, `${name}: force close failed`);
       errors.push(err);
     }
     errors.push(...(await runCleanups()));

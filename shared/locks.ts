@@ -29,6 +29,12 @@ export interface LockOptions {
   wait?: boolean;
   /** How long `wait: true` keeps trying. @defaultValue 30_000 */
   waitMs?: number;
+  /**
+   * Level of the "lock acquired" / "lock released" lines: `debug` for routine ticks that take
+   * their scope every few seconds (the outbox relay), so they do not flood the info log.
+   * @defaultValue 'info'
+   */
+  logLevel?: 'info' | 'debug';
 }
 
 export interface SingleRunnerContext {
@@ -180,10 +186,16 @@ export function createLocks(deps: LocksDeps): Locks {
     }
   }
 
-  async function release(lock: Lock, scope: string, fence: number, lost: boolean): Promise<void> {
+  async function release(
+    lock: Lock,
+    scope: string,
+    fence: number,
+    lost: boolean,
+    level: 'info' | 'debug' = 'info',
+  ): Promise<void> {
     try {
       await redlock.release(lock);
-      logger.info({ scope, fence }, 'lock released');
+      logger[level]({ scope, fence }, 'lock released');
     } catch (err) {
       // The key is gone or someone else's, or Redis did not answer: the lock expires on its own.
       if (lost) logger.debug({ scope, fence, err: toError(err) }, 'lost lock not released');
@@ -245,7 +257,7 @@ export function createLocks(deps: LocksDeps): Locks {
 
       try {
         fence = await fenceClient.incr(redisKeys.fence(prefix, scope));
-        logger.info({ scope, fence }, 'lock acquired');
+        logger[opts.logLevel ?? 'info']({ scope, fence }, 'lock acquired');
         schedule(lock.expiration - Date.now() - extendThresholdMs);
         if (external?.aborted) controller.abort(external.reason);
         else external?.addEventListener('abort', onExternalAbort, { once: true });
@@ -295,7 +307,7 @@ export function createLocks(deps: LocksDeps): Locks {
         if (timer) clearTimeout(timer);
         external?.removeEventListener('abort', onExternalAbort);
         await extension;
-        await release(lock, scope, fence, lost !== undefined);
+        await release(lock, scope, fence, lost !== undefined, opts.logLevel);
       }
     },
 

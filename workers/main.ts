@@ -182,7 +182,7 @@ async function main(): Promise<void> {
 
     await runtime.start();
     await scheduleSync.start();
-    logger.info({ queues: runtime.queueNames, pid: process.pid }, 'worker ready');
+    logger.info({ queues: runtime.queueNames }, 'worker ready');
   } catch (err) {
     logger.fatal({ err }, 'worker failed to start');
     await closeResources();

@@ -118,6 +118,16 @@ describe('withSingleRunner lease', () => {
     expect(mine.filter((l) => l.msg === 'lock released').map((l) => [l.level, l.fence])).toEqual([[30, 2]]);
   });
 
+  it("logLevel 'debug' moves a routine tick's acquire and release lines to debug", async () => {
+    const scope = 'routine-tick';
+    await holder.withSingleRunner(scope, async () => undefined, { logLevel: 'debug' });
+    const mine = logLines.filter((l) => l.scope === scope);
+    expect(mine.map((l) => [l.msg, l.level])).toEqual([
+      ['lock acquired', 20],
+      ['lock released', 20],
+    ]);
+  });
+
   it('a lock that expires while the event loop is blocked is lost, even when fn then returns', async () => {
     const scope = 'blocked-loop';
     let reason: unknown;

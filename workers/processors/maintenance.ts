@@ -49,7 +49,10 @@ async function singleRunner<T>(
   fn: () => Promise<T>,
 ): Promise<T | { skipped: true }> {
   try {
-    return await deps.locks.withSingleRunner('outbox-relay', () => fn(), { signal: ctx.signal });
+    return await deps.locks.withSingleRunner('outbox-relay', () => fn(), {
+      signal: ctx.signal,
+      logLevel: 'debug',
+    });
   } catch (err) {
     if (err instanceof LockBusyError) return { skipped: true };
     throw err;
@@ -60,8 +63,11 @@ export function createMaintenanceProcessors(deps: MaintenanceDeps): Record<strin
   const db = deps.db.db;
   const now = () => deps.clock.now().getTime();
 
-  const relayOutbox: JobProcessor = (_job, ctx) =>
+  const relayOutbox: JobProcessor = (job, ctx) =>
     singleRunner(deps, ctx, async () => {
+      // Each dispatch logs the queue and job_id it enqueues; the tick's own would be the same
+      // keys twice in one line, and log pipelines keep only one of them.
+      const dispatchLog = deps.logger.child({ component: 'outbox-relay', relay_job_id: job.id });
       let dispatched = 0;
       let failed = 0;
       for (;;) {
@@ -72,7 +78,7 @@ export function createMaintenanceProcessors(deps: MaintenanceDeps): Record<strin
         for (const row of rows) {
           if (ctx.signal.aborted) return { dispatched, failed };
           const outcome = await dispatchOutboxRow(
-            { db, queues: deps.queues, clock: deps.clock, logger: ctx.logger },
+            { db, queues: deps.queues, clock: deps.clock, logger: dispatchLog },
             row,
           );
           if (outcome === 'dispatched') dispatched++;

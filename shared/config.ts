@@ -15,6 +15,22 @@ const intFrom = (min: number, max: number) =>
     .min(min, { error: `must be at least ${min}` })
     .max(max, { error: `must be at most ${max}` });
 
+/** A Postgres schema name taskyard accepts in `?schema=` (unquoted identifier rules). */
+export const PG_SCHEMA_NAME = /^[A-Za-z_][A-Za-z0-9_]{0,62}$/;
+
+/** What is wrong with the taskyard parameters of a Postgres URL, if anything. */
+function postgresParamsProblem(url: string): string | undefined {
+  if (!/^postgres/.test(url) || !URL.canParse(url)) return undefined;
+  const params = new URL(url).searchParams;
+  const schema = params.get('schema');
+  if (schema !== null && !PG_SCHEMA_NAME.test(schema)) {
+    return `schema= must be 1-63 letters, digits or _, not starting with a digit (got "${schema.slice(0, 70)}")`;
+  }
+  const relaxed = params.get('relaxed_commits');
+  if (relaxed !== null && relaxed !== 'on' && relaxed !== 'off') return 'relaxed_commits= must be on or off';
+  return undefined;
+}
+
 const PERCENT_ENCODE =
   'is not a valid URL: percent-encode reserved characters in the user name and password (e.g. # as %23, @ as %40, / as %2F)';
 
@@ -33,6 +49,10 @@ const schema = z.object({
     })
     .refine((v) => !/^postgres/.test(v) || URL.canParse(v), {
       error: PERCENT_ENCODE,
+    })
+    .superRefine((v, ctx) => {
+      const problem = postgresParamsProblem(v);
+      if (problem) ctx.addIssue({ code: 'custom', message: problem });
     }),
   /** Redis connection URL. @defaultValue redis://127.0.0.1:6379 */
   REDIS_URL: z

@@ -39,7 +39,7 @@ export class ValidationFailedError extends ProblemError {
   readonly title = 'Request validation failed';
   constructor(
     readonly errors: ValidationIssue[],
-    detail = `The request has ${errors.length} invalid field(s); see errors.`,
+    detail = `The request has ${errors.length} problem${errors.length === 1 ? '' : 's'}; see errors.`,
   ) {
     super(detail, { extra: { errors } });
   }

@@ -25,7 +25,7 @@ export function jsonBody(opts: { limitBytes: number }): RequestHandler[] {
     const type = req.headers['content-type'];
     if (type === undefined || !JSON_MEDIA_TYPE.test(type)) {
       throw new UnsupportedMediaTypeError(
-        `Request bodies must be application/json (got ${type === undefined ? 'no Content-Type' : 'another media type'}).`,
+        `Request bodies must be application/json (got ${type === undefined ? 'no Content-Type' : describeMediaType(type)}).`,
       );
     }
     next();
@@ -39,6 +39,12 @@ export function jsonBody(opts: { limitBytes: number }): RequestHandler[] {
     next();
   };
   return [requireJson, parse, storable];
+}
+
+/** The media type a client sent, fit to echo: its type/subtype only, printable and short. */
+function describeMediaType(header: string): string {
+  const type = header.split(';', 1)[0]!.trim().slice(0, 100);
+  return /^[\x21-\x7e]+$/.test(type) ? type : 'an unreadable media type';
 }
 
 /** U+0000, or a UTF-16 surrogate without its pair. */

@@ -116,6 +116,15 @@ export function toProblemError(err: unknown): ProblemError | undefined {
     typeof e.status === 'number' ? e.status : typeof e.statusCode === 'number' ? e.statusCode : 0;
   if (status < 400 || status > 499) return undefined;
   if (err instanceof URIError) return new BadRequestError('The request path is not valid percent-encoding.');
+  // zlib's codes (Z_DATA_ERROR, Z_BUF_ERROR, …): the body does not decode as its Content-Encoding says.
+  if (
+    typeof (err as { code?: unknown }).code === 'string' &&
+    (err as { code: string }).code.startsWith('Z_')
+  ) {
+    return new BadRequestError(
+      'The request body does not decode as its Content-Encoding says (e.g. not gzip data under Content-Encoding: gzip).',
+    );
+  }
   switch (status) {
     case 404:
       return new NotFoundError('No such resource.');

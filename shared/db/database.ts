@@ -3,6 +3,7 @@ import path from 'node:path';
 import SQLite from 'better-sqlite3';
 import { CompiledQuery, Kysely, PostgresDialect, SqliteDialect, sql } from 'kysely';
 import pg from 'pg';
+import { PG_SCHEMA_NAME } from '../config';
 import { redactUrl, type Logger } from '../logger';
 import type { Database } from './schema';
 
@@ -28,7 +29,6 @@ export interface CreateDatabaseOptions {
 /** How long SQLite waits for another connection's write lock before SQLITE_BUSY. */
 export const SQLITE_BUSY_TIMEOUT_MS = 5000;
 
-const SCHEMA_NAME = /^[A-Za-z_][A-Za-z0-9_]{0,62}$/;
 const PG_INT8_OID = 20;
 
 /**
@@ -181,7 +181,7 @@ async function openPostgres(url: string, options: CreateDatabaseOptions): Promis
   if (relaxedCommits !== 'on' && relaxedCommits !== 'off') {
     throw new Error(`invalid relaxed_commits "${relaxedCommits}" in ${displayUrl}: use on or off`);
   }
-  if (schema !== null && !SCHEMA_NAME.test(schema)) {
+  if (schema !== null && !PG_SCHEMA_NAME.test(schema)) {
     throw new Error(
       `invalid schema "${schema}" in ${displayUrl}: use 1-63 letters, digits or _, not starting with a digit`,
     );

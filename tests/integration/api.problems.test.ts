@@ -64,7 +64,23 @@ describe('api problem responses', () => {
         body: new TextEncoder().encode('{"a":1}'),
       });
       expectProblemShape(r, 'unsupported-media-type', 415);
+      expect(r.body.detail).toContain(headers['content-type'] ? '(got text/plain)' : '(got no Content-Type)');
     }
+  });
+
+  it('a body that is not the gzip its Content-Encoding says gets 400 saying so', async () => {
+    const r = await call(api, '/v1/backups', {
+      method: 'POST',
+      key: api.keys.write,
+      headers: {
+        'content-type': 'application/json',
+        'content-encoding': 'gzip',
+        'idempotency-key': 'not-gzip',
+      },
+      body: '{}',
+    });
+    expectProblemShape(r, 'validation-failed', 400);
+    expect(r.body.detail).toContain('does not decode as its Content-Encoding says');
   });
 
   it('a +json media type and a charset parameter are accepted as JSON', async () => {

@@ -46,3 +46,18 @@ describe('configuration with an unparseable URL', () => {
     expect(text).not.toContain('Secret');
   });
 });
+
+describe('configuration of a Postgres URL', () => {
+  it.each([
+    ['postgres://db/x?schema=walk-review', 'schema= must be 1-63 letters'],
+    ['postgres://db/x?schema=1abc', 'schema= must be 1-63 letters'],
+    ['postgres://db/x?relaxed_commits=maybe', 'relaxed_commits= must be on or off'],
+  ])('%s is refused at start (exit 78), not at the first connection', (url, says) => {
+    expect(() => loadConfig({ DATABASE_URL: url })).toThrow(says);
+  });
+
+  it('a valid schema and relaxed_commits are accepted', () => {
+    const url = 'postgres://db/x?schema=ty_app&relaxed_commits=off';
+    expect(loadConfig({ DATABASE_URL: url }).DATABASE_URL).toBe(url);
+  });
+});

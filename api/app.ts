@@ -51,7 +51,12 @@ export function buildApp(deps: AppDeps): express.Express {
 
   app.use(requestContext({ logger: deps.logger, clock: deps.clock }));
   app.use(healthRouter({ db: deps.db, redis: deps.redis, migrations: deps.migrations }));
-  mountAdminBoard(app, { db: deps.db.db, queues: deps.queues, bodyLimitBytes: deps.config.BODY_LIMIT_BYTES });
+  mountAdminBoard(app, {
+    db: deps.db.db,
+    queues: deps.queues,
+    redis: deps.redis,
+    bodyLimitBytes: deps.config.BODY_LIMIT_BYTES,
+  });
   app.use(authenticate({ db: deps.db.db }));
   app.use(...jsonBody({ limitBytes: deps.config.BODY_LIMIT_BYTES }));
   app.use(jobsRouter({ queues: deps.queues }));

@@ -2,7 +2,8 @@ import { createBullBoard } from '@bull-board/api';
 import { BullMQAdapter } from '@bull-board/api/bullMQAdapter';
 import { ExpressAdapter } from '@bull-board/express';
 import type { Express, RequestHandler } from 'express';
-import { ForbiddenError } from '../../shared/errors';
+import { DependencyUnavailableError, ForbiddenError } from '../../shared/errors';
+import type { Redis } from 'ioredis';
 import type { Kysely } from 'kysely';
 import type { Database } from '../../shared/db/schema';
 import type { Queues } from '../../queues/producer';
@@ -23,7 +24,7 @@ export const ADMIN_BOARD_PATH = '/admin/queues';
  */
 export function mountAdminBoard(
   app: Express,
-  deps: { db: Kysely<Database>; queues: Queues; bodyLimitBytes: number },
+  deps: { db: Kysely<Database>; queues: Queues; redis: Redis; bodyLimitBytes: number },
 ): void {
   const serverAdapter = new ExpressAdapter();
   serverAdapter.setBasePath(ADMIN_BOARD_PATH);
@@ -41,6 +42,14 @@ export function mountAdminBoard(
     ADMIN_BOARD_PATH,
     authenticateAdminBoard({ db: deps.db }),
     sameOriginChanges,
+    // BullMQ waits without limit for a connection that has never been ready: the board's
+    // API would hang. Its page and assets need no Redis and still load.
+    (req, _res, next) => {
+      if (req.path.startsWith('/api/') && deps.redis.status !== 'ready') {
+        throw new DependencyUnavailableError('Redis is not connected; the board shows queues once it is.', 5);
+      }
+      next();
+    },
     ...jsonBody({ limitBytes: deps.bodyLimitBytes }),
     board,
     // Paths under the board that it does not serve end here, not in the Bearer-only auth that follows.

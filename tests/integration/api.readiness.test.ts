@@ -40,7 +40,7 @@ describe.each(BACKENDS)('api health and readiness ($backend)', ({ makeUrl }) => 
     expect((await call(api, '/healthz')).status).toBe(200);
   });
 
-  it('with Redis down since start, a POST is accepted (202, row and outbox row kept) and job reads are 503, none hangs', async () => {
+  it('with Redis down since start, a POST is accepted (202, row and outbox row kept) and job and board reads are 503, none hangs', async () => {
     api = await startApi({
       databaseUrl: makeUrl('api_no_redis'),
       redisUrl: `redis://127.0.0.1:${await closedPort()}`,
@@ -62,6 +62,9 @@ describe.each(BACKENDS)('api health and readiness ($backend)', ({ makeUrl }) => 
     expect(outbox[0]!.attempts).toBe(1);
     const job = await call(api, `/v1/jobs/backups/backup-${r.body.id as string}`, { key: api.keys.read });
     expectProblemShape(job, 'dependency-unavailable', 503);
+    // Bull Board's API reads the queues: a 503 at once, not a request that never ends.
+    const board = await call(api, '/admin/queues/api/queues', { key: api.keys.admin });
+    expectProblemShape(board, 'dependency-unavailable', 503);
   });
 
   it('/readyz answers 503 naming migrations when the database is not migrated', async () => {

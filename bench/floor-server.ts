@@ -5,7 +5,8 @@
  * one BullMQ `add` with the row's id as job id, then 202. No auth, no idempotency, no outbox,
  * no validation. Run as its own process (`node --import tsx bench/floor-server.ts`) with
  * FLOOR_DATABASE_URL (`sqlite:<file>` or `postgres://…`), REDIS_URL and REDIS_PREFIX; prints
- * `{"msg":"floor listening","port":N}` on stdout.
+ * `{"msg":"floor listening","port":N}` on stdout. FLOOR_GROUP_COMMIT=1 (SQLite) shares one
+ * transaction and fsync among the inserts of one event-loop turn, as the api does.
  */
 import { randomUUID } from 'node:crypto';
 import type { AddressInfo } from 'node:net';
@@ -30,9 +31,35 @@ if (url.startsWith('sqlite:')) {
   db.pragma('synchronous = FULL');
   db.exec(DDL);
   const stmt = db.prepare(`${INSERT} (?, ?, ?)`);
-  insert = async (id, label, now) => {
-    stmt.run(id, label, now);
-  };
+  if (process.env.FLOOR_GROUP_COMMIT === '1') {
+    // The api's group commit, reduced to its core: the inserts of one event-loop turn share
+    // one transaction and one fsync; each caller resolves after that COMMIT.
+    let pending: { row: [string, string | null, number]; done: (err?: unknown) => void }[] = [];
+    const flush = db.transaction((rows: typeof pending) => {
+      for (const p of rows) stmt.run(...p.row);
+    });
+    insert = (id, label, now) =>
+      new Promise<void>((resolve, reject) => {
+        if (pending.length === 0) {
+          setImmediate(() => {
+            const rows = pending;
+            pending = [];
+            let err: unknown;
+            try {
+              flush(rows);
+            } catch (e) {
+              err = e;
+            }
+            for (const p of rows) p.done(err);
+          });
+        }
+        pending.push({ row: [id, label, now], done: (err) => (err === undefined ? resolve() : reject(err)) });
+      });
+  } else {
+    insert = async (id, label, now) => {
+      stmt.run(id, label, now);
+    };
+  }
   closeDb = async () => {
     db.close();
   };

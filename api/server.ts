@@ -6,7 +6,7 @@ import { countActiveAdminKeys, ensureAdminKey, generateApiKey } from '../shared/
 import { createDatabase, type DatabaseHandle } from '../shared/db/database';
 import { migrateToLatest } from '../shared/db/migrate';
 import { ConfigError } from '../shared/errors';
-import { createLogger, redactUrl, type Logger } from '../shared/logger';
+import { connectionErrorLogger, createLogger, redactUrl, type Logger } from '../shared/logger';
 import { createRedis } from '../shared/redis';
 import { handleShutdownSignals } from '../shared/signals';
 import { enabledQueues } from '../queues/registry';
@@ -87,9 +87,7 @@ async function main(): Promise<number> {
 
     const redis = createRedis(config.REDIS_URL, 'client');
     // ioredis reports connection trouble as events; unobserved they would crash the process.
-    redis.on('error', (err: Error) =>
-      logger.warn({ err: { message: err.message } }, 'redis connection error'),
-    );
+    redis.on('error', connectionErrorLogger(logger, 'redis connection error'));
     cleanups.push({ what: 'redis', run: () => redis.quit() });
     const queues = createQueues(enabledQueues(config), redis, config.REDIS_PREFIX, logger);
     cleanups.push({ what: 'queues', run: () => queues.close() });

@@ -2,7 +2,7 @@ import { Queue, type JobsOptions } from 'bullmq';
 import type { Redis } from 'ioredis';
 import type { QueueDefinition } from './definition';
 import { REDIS_DEADLINE_MS, withDeadline } from '../shared/deadline';
-import type { Logger } from '../shared/logger';
+import { connectionErrorLogger, type Logger } from '../shared/logger';
 
 /** BullMQ Queue handles for a set of queue definitions, sharing one client connection. */
 export interface Queues {
@@ -28,7 +28,10 @@ export function createQueues(
     const queue = new Queue(def.name, { connection, prefix, defaultJobOptions: def.defaultJobOptions });
     // Without a listener BullMQ prints connection errors to the console; the owner of
     // the connection decides what an outage means (readiness, 503s).
-    queue.on('error', (err) => logger?.warn({ err, queue: def.name }, 'queue connection error'));
+    queue.on(
+      'error',
+      logger ? connectionErrorLogger(logger, 'queue connection error', { queue: def.name }) : () => undefined,
+    );
     byName.set(def.name, queue);
   }
   const get = (name: string): Queue => {

@@ -43,6 +43,34 @@ export function createLogger(
   );
 }
 
+/**
+ * An 'error' listener for a connection that retries by itself (ioredis reconnects every
+ * couple of seconds while Redis is away): the first error, and each new message, at warn;
+ * the same message again at most once a minute. `suppressed` on a line counts the errors
+ * left out since the previous line. An outage then shows in the log without flooding it.
+ */
+export function connectionErrorLogger(
+  logger: Logger,
+  msg: string,
+  fields: Record<string, unknown> = {},
+  everyMs = 60_000,
+): (err: Error) => void {
+  let lastMessage: string | undefined;
+  let lastAt = 0;
+  let suppressed = 0;
+  return (err: Error) => {
+    const now = Date.now();
+    if (err.message === lastMessage && now - lastAt < everyMs) {
+      suppressed++;
+      return;
+    }
+    logger.warn({ ...fields, err: { message: err.message }, ...(suppressed > 0 ? { suppressed } : {}) }, msg);
+    lastMessage = err.message;
+    lastAt = now;
+    suppressed = 0;
+  };
+}
+
 /** Run a listener so that its failure is logged and never takes the process down. */
 export function containListener<A extends unknown[]>(
   logger: Logger,

@@ -3,7 +3,7 @@ import type { Redis } from 'ioredis';
 import type { Database } from '../shared/db/schema';
 import { toError } from '../shared/errors';
 import { createLifecycle, type ManagedLifecycle } from '../shared/lifecycle';
-import type { Logger } from '../shared/logger';
+import { connectionErrorLogger, type Logger } from '../shared/logger';
 import { createRedis } from '../shared/redis';
 import type { Queues } from '../queues/producer';
 import {
@@ -60,9 +60,7 @@ export function createScheduleSync(deps: {
         stopping = false;
         await converge('start');
         blocking = createRedis(deps.redisUrl, 'worker', { connectionName: `${deps.prefix}:schedule-sync` });
-        blocking.on('error', (err: Error) =>
-          logger.warn({ err: { message: err.message } }, 'schedule sync connection error'),
-        );
+        blocking.on('error', connectionErrorLogger(logger, 'schedule sync connection error'));
         const conn = blocking;
         onCleanup(async () => {
           conn.disconnect();

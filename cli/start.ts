@@ -206,7 +206,9 @@ async function main(): Promise<void> {
     const proc = spawn(process.execPath, child.args, {
       env,
       cwd: ROOT,
-      stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+      // The api reports its address over IPC; the worker needs no channel.
+      stdio:
+        child.name === 'api' ? ['ignore', 'inherit', 'inherit', 'ipc'] : ['ignore', 'inherit', 'inherit'],
       detached: true,
     });
     child.proc = proc;

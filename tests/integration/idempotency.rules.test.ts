@@ -1,5 +1,6 @@
 import express from 'express';
 import { sql } from 'kysely';
+import type { Server } from 'node:http';
 import net, { type AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { idempotency, IDEMPOTENCY_LEASE_MS } from '../../api/middleware/idempotency';
@@ -239,6 +240,27 @@ describe.each(BACKENDS)('Idempotency claim release on 5xx ($backend)', ({ backen
     await api?.close();
   });
 
+  /** A bare route behind the real idempotency middleware (principal: the write key), listening. */
+  async function keyedRoute(path: string, handler: express.RequestHandler): Promise<Server> {
+    const logger = createLogger({ level: 'silent' });
+    const app = express();
+    app.use(requestContext({ logger, clock: new ManualClock() }));
+    app.use((req, _res, next) => {
+      req.principal = { id: api.principalIds.write, name: 'w', scopes: ['write'] };
+      next();
+    });
+    app.use(...jsonBody({ limitBytes: 65536 }));
+    const keyed = idempotency(
+      { db: api.db.db, config: { IDEMPOTENCY_TTL_HOURS: 24 }, clock: new ManualClock() },
+      { required: true },
+    );
+    app.post(path, keyed, handler);
+    app.use(problemHandler(logger));
+    const server = app.listen(0, '127.0.0.1');
+    await new Promise((r) => server.once('listening', r));
+    return server;
+  }
+
   it('a COMMIT that fails after the claim was completed inside it still releases the claim', async () => {
     const db = api.db.db;
     // A backup insert adds a child row whose deferred foreign key is only checked at COMMIT.
@@ -285,36 +307,18 @@ describe.each(BACKENDS)('Idempotency claim release on 5xx ($backend)', ({ backen
   });
 
   it('a client that hangs up while the route runs: the claim stays in flight and the retry replays the answer', async () => {
-    const logger = createLogger({ level: 'silent' });
     let runs = 0;
     let openGate!: () => void;
     const gate = new Promise<void>((r) => (openGate = r));
     let sawClose!: () => void;
     const closed = new Promise<void>((r) => (sawClose = r));
-    const app = express();
-    app.use(requestContext({ logger, clock: new ManualClock() }));
-    app.use((req, _res, next) => {
-      req.principal = { id: api.principalIds.write, name: 'w', scopes: ['write'] };
-      next();
+    const server = await keyedRoute('/slow', async (_req, res) => {
+      runs += 1;
+      res.once('close', sawClose);
+      // The write outside any claim transaction, as POST /v1/providers does it.
+      await gate;
+      res.status(201).location('/slow/1').json({ run: runs });
     });
-    app.use(...jsonBody({ limitBytes: 65536 }));
-    app.post(
-      '/slow',
-      idempotency(
-        { db: api.db.db, config: { IDEMPOTENCY_TTL_HOURS: 24 }, clock: new ManualClock() },
-        { required: true },
-      ),
-      async (_req, res) => {
-        runs += 1;
-        res.once('close', sawClose);
-        // The write outside any claim transaction, as POST /v1/providers does it.
-        await gate;
-        res.status(201).location('/slow/1').json({ run: runs });
-      },
-    );
-    app.use(problemHandler(logger));
-    const server = app.listen(0, '127.0.0.1');
-    await new Promise((r) => server.once('listening', r));
     const port = (server.address() as AddressInfo).port;
     const send = () =>
       fetch(`http://127.0.0.1:${port}/slow`, {
@@ -358,30 +362,12 @@ describe.each(BACKENDS)('Idempotency claim release on 5xx ($backend)', ({ backen
   });
 
   it('a 5xx releases the claim so a retry with the same key runs again', async () => {
-    const logger = createLogger({ level: 'silent' });
     let runs = 0;
-    const app = express();
-    app.use(requestContext({ logger, clock: new ManualClock() }));
-    app.use((req, _res, next) => {
-      req.principal = { id: api.principalIds.write, name: 'w', scopes: ['write'] };
-      next();
+    const server = await keyedRoute('/flaky', (_req, res) => {
+      runs += 1;
+      if (runs === 1) throw new Error('boom');
+      res.status(201).json({ run: runs });
     });
-    app.use(...jsonBody({ limitBytes: 65536 }));
-    app.post(
-      '/flaky',
-      idempotency(
-        { db: api.db.db, config: { IDEMPOTENCY_TTL_HOURS: 24 }, clock: new ManualClock() },
-        { required: true },
-      ),
-      (_req, res) => {
-        runs += 1;
-        if (runs === 1) throw new Error('boom');
-        res.status(201).json({ run: runs });
-      },
-    );
-    app.use(problemHandler(logger));
-    const server = app.listen(0, '127.0.0.1');
-    await new Promise((r) => server.once('listening', r));
     const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/flaky`;
     const send = () =>
       fetch(url, {

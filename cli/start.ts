@@ -280,6 +280,7 @@ async function main(): Promise<void> {
       // Not SIGKILL: Redis flushes its append-only file on SIGTERM and exits by itself. Left
       // running, the next start would start a second one on the same data directory.
       if (privateRedis && privateRedis.exitCode === null) privateRedis.kill('SIGTERM');
+      showAdminKey();
       return process.exit(code);
     },
   });

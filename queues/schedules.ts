@@ -81,7 +81,11 @@ export type ScheduleSpec = { enabled: boolean } & (
   { every_ms: number; cron?: undefined } | { cron: string; every_ms?: undefined }
 );
 
-/** PUT /v1/schedules/:name body: exactly one of every_ms (≥ 1000) and cron. */
+/**
+ * PUT /v1/schedules/:name body: at most one of every_ms (≥ 1000) and cron, and `enabled`.
+ * With an interval or pattern, `enabled` defaults to true; `{"enabled": false}` alone keeps the
+ * stored interval or pattern and only turns the schedule off (or on).
+ */
 export const scheduleSpecSchema = z
   .object({
     every_ms: z
@@ -106,13 +110,27 @@ export const scheduleSpecSchema = z
         { error: 'cron is not a valid cron expression (e.g. "0 3 * * *" for 03:00 UTC daily)' },
       )
       .optional(),
-    enabled: z.boolean({ error: 'enabled must be true or false' }).default(true),
+    enabled: z.boolean({ error: 'enabled must be true or false' }).optional(),
   })
   .strict()
-  .refine((v) => (v.every_ms === undefined) !== (v.cron === undefined), {
-    error: 'give exactly one of every_ms and cron',
+  .refine((v) => v.every_ms === undefined || v.cron === undefined, {
+    error: 'give every_ms or cron, not both',
+    path: ['every_ms'],
+  })
+  .refine((v) => v.every_ms !== undefined || v.cron !== undefined || v.enabled !== undefined, {
+    error: 'give every_ms or cron (and optionally enabled), or enabled alone to turn the schedule off or on',
     path: ['every_ms'],
   });
+
+/** The spec a PUT body asks for, given what is stored now. */
+export function changedSchedule(
+  current: ScheduleSpec,
+  body: z.infer<typeof scheduleSpecSchema>,
+): ScheduleSpec {
+  if (body.cron !== undefined) return { cron: body.cron, enabled: body.enabled ?? true };
+  if (body.every_ms !== undefined) return { every_ms: body.every_ms, enabled: body.enabled ?? true };
+  return { ...current, enabled: body.enabled ?? current.enabled };
+}
 
 const settingKey = (name: string) => `schedule:${name}`;
 

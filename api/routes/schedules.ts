@@ -7,6 +7,7 @@ import { DependencyUnavailableError, NotFoundError } from '../../shared/errors';
 import type { Queues } from '../../queues/producer';
 import {
   applySchedule,
+  changedSchedule,
   EDITABLE_SCHEDULES,
   scheduleDefinition,
   scheduleSpecSchema,
@@ -90,10 +91,7 @@ export function schedulesRouter(deps: { db: DatabaseHandle; queues: Queues; cloc
     .put(requireScope('admin'), validate(putSchemas), async (req, res) => {
       const { params, body } = validated(req, putSchemas);
       const def = editable(params.name);
-      const spec: ScheduleSpec =
-        body.cron !== undefined
-          ? { cron: body.cron, enabled: body.enabled }
-          : { every_ms: body.every_ms!, enabled: body.enabled };
+      const spec = changedSchedule(await wantedSchedule(db, def), body);
       // The database is the truth; Redis follows. If applying fails, the schedule sync in
       // every worker converges on the stored value.
       await storeSchedule(db, def.name, spec, deps.clock.now().getTime());

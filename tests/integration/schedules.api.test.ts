@@ -57,7 +57,7 @@ describe.each(BACKENDS)('GET/PUT /v1/schedules ($backend)', ({ makeUrl }) => {
 
   it.each([
     ['both every_ms and cron', { every_ms: 5000, cron: '* * * * *' }],
-    ['neither', { enabled: true }],
+    ['nothing to change', {}],
     ['every_ms below 1000', { every_ms: 999 }],
     ['a malformed cron', { cron: 'every day' }],
     ['an unknown field', { every_ms: 5000, color: 'red' }],
@@ -67,6 +67,25 @@ describe.each(BACKENDS)('GET/PUT /v1/schedules ($backend)', ({ makeUrl }) => {
     expectProblemShape(r, 'validation-failed', 400);
     const g = await call(api, '/v1/schedules/backup', { key: api.keys.read });
     expect(g.body.every_ms).toBe(86_400_000);
+  });
+
+  it('{"enabled": false} alone turns a schedule off and keeps its interval; {"enabled": true} turns it back on', async () => {
+    await put('probes', { every_ms: 40_000 });
+    const off = await put('probes', { enabled: false });
+    expect(off.status).toBe(200);
+    expect(off.body).toMatchObject({
+      name: 'probes',
+      every_ms: 40_000,
+      cron: null,
+      enabled: false,
+      in_redis: false,
+    });
+    const on = await put('probes', { enabled: true });
+    expect(on.body).toMatchObject({ every_ms: 40_000, enabled: true, in_redis: true });
+    expect((await put('probes', { every_ms: 30_000 })).body).toMatchObject({
+      every_ms: 30_000,
+      enabled: true,
+    });
   });
 
   it('a PUT while Redis is down is stored and answered 200 with in_redis false, not a 503', async () => {

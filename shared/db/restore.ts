@@ -122,7 +122,11 @@ export async function restoreArchive(
     for await (const event of readArchive(file, { batchRows: opts.batchRows ?? 1000, signal: opts.signal })) {
       opts.signal?.throwIfAborted();
       if (event.kind === 'rows') {
-        await trx.executeQuery(insertBatch(target.dialect, event.table, event.rows));
+        try {
+          await trx.executeQuery(insertBatch(target.dialect, event.table, event.rows));
+        } catch (err) {
+          throw rowsRefused(err, event.table.name, target.dialect);
+        }
       } else if (event.kind === 'end') {
         const problems: string[] = [];
         for (const t of header.tables) {
@@ -148,6 +152,23 @@ export async function restoreArchive(
 
   if (!pastArchive && opts.upgrade !== false) await migrateToLatest(target, opts.migrations, opts.logger);
   return { sha256, schemaVersion: header.schema_version, sourceBackend: header.backend, ...totals };
+}
+
+/**
+ * The target refused a batch: say which table, and what to do when the cause is text an
+ * archive of another backend may hold (SQLite stores U+0000, Postgres refuses it in text).
+ */
+function rowsRefused(err: unknown, table: string, dialect: Dialect): BackupArchiveError {
+  const message = err instanceof Error ? err.message : String(err);
+  const nul = dialect === 'postgres' && /unsupported Unicode escape sequence|0x00/.test(message);
+  return new BackupArchiveError(
+    'incompatible',
+    nul
+      ? `the target refused rows of table ${table}: a text value holds U+0000, which Postgres cannot store (${message}); remove the character in the source database (e.g. replace(col, char(0), '')), take a new backup and restore that`
+      : `the target refused rows of table ${table}: ${message}`,
+    undefined,
+    { cause: err },
+  );
 }
 
 function quote(id: string): string {

@@ -129,6 +129,28 @@ describe('taskyard restore', () => {
     },
   );
 
+  it('a SQLite archive holding U+0000 in text is refused by Postgres with the table named and what to do', async () => {
+    const src = testSqliteUrl('cli_restore_nul_src');
+    const url = BACKENDS[1]!.makeUrl('cli_restore_nul');
+    urls.push(src, url);
+    const source = await openMigrated(src);
+    try {
+      // Written before the api refused such text; SQLite stores it.
+      await source.db
+        .insertInto('backups')
+        .values({ id: randomUUID(), label: 'a\u0000b', status: 'failed', trigger: 'manual', created_at: 1 })
+        .execute();
+    } finally {
+      await source.close();
+    }
+    const taken = await writeBackupArchive(src, { dir, fileName: 'nul.ndjson.gz' });
+    const r = await run(['restore', taken.path, '--database-url', url]);
+    expect(r.code).toBe(1);
+    expect(r.err).toContain('the target refused rows of table backups');
+    expect(r.err).toContain('U+0000');
+    expect(r.err).toContain('take a new backup');
+  });
+
   it('a missing archive file exits 1 naming it, and leaves no database file behind', async () => {
     const url = testSqliteUrl('cli_restore_missing');
     urls.push(url);

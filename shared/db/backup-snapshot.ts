@@ -3,7 +3,13 @@ import SQLite from 'better-sqlite3';
 import { CompiledQuery, type Kysely } from 'kysely';
 import pg from 'pg';
 import { redactUrl } from '../logger';
-import { SQLITE_BUSY_TIMEOUT_MS, type Dialect } from './database';
+import {
+  parsePostgresUrl,
+  PG_TYPES,
+  SQLITE_BUSY_TIMEOUT_MS,
+  type Dialect,
+  type PostgresUrl,
+} from './database';
 
 /**
  * A consistent, read-only view of every application table, for backups.
@@ -113,26 +119,19 @@ function openSqliteSnapshot(url: string): Promise<Snapshot> {
   })();
 }
 
-const PG_INT8_OID = 20;
-const SCHEMA_NAME = /^[A-Za-z_][A-Za-z0-9_]{0,62}$/;
-
 async function openPostgresSnapshot(url: string): Promise<Snapshot> {
-  const parsed = new URL(url);
-  const schema = parsed.searchParams.get('schema');
-  parsed.searchParams.delete('schema');
-  if (schema !== null && !SCHEMA_NAME.test(schema)) {
-    throw new SnapshotError(`invalid schema "${schema}" in ${redactUrl(url)}`);
+  let target: PostgresUrl;
+  try {
+    target = parsePostgresUrl(url);
+  } catch (err) {
+    throw new SnapshotError((err as Error).message);
   }
+  const { schema } = target;
   const client = new pg.Client({
-    connectionString: parsed.toString(),
+    connectionString: target.connectionString,
     connectionTimeoutMillis: 10_000,
-    // Same representation as the app's pool (shared/db/database.ts): INT8 as a JS number.
-    types: {
-      getTypeParser: ((oid: number, format?: 'text' | 'binary') =>
-        oid === PG_INT8_OID && format !== 'binary'
-          ? (value: string) => Number(value)
-          : pg.types.getTypeParser(oid, format)) as typeof pg.types.getTypeParser,
-    },
+    // Same representation as the app's pool: INT8 as a JS number.
+    types: PG_TYPES,
   });
   // A connection dying mid-backup surfaces as the failing query; the listener only keeps pg's
   // 'error' event from being process-fatal.

@@ -162,7 +162,21 @@ export async function relaxedDurability<T>(
   });
 }
 
-async function openPostgres(url: string, options: CreateDatabaseOptions): Promise<DatabaseHandle> {
+/** A Postgres URL split into what pg is given and taskyard's own parameters. */
+export interface PostgresUrl {
+  /** The URL without `schema` and `relaxed_commits` (pg would hand them to the server). */
+  connectionString: string;
+  schema: string | null;
+  relaxedCommits: boolean;
+  /** The URL with its secrets masked, for logs and errors. */
+  displayUrl: string;
+}
+
+/**
+ * Parse a `postgres://` URL: the pool and the backup snapshot read it the same way.
+ * @throws Error naming what is wrong, never echoing the password.
+ */
+export function parsePostgresUrl(url: string): PostgresUrl {
   let parsed: URL;
   try {
     parsed = new URL(url);
@@ -174,7 +188,6 @@ async function openPostgres(url: string, options: CreateDatabaseOptions): Promis
   }
   const schema = parsed.searchParams.get('schema');
   const relaxedCommits = parsed.searchParams.get('relaxed_commits') ?? 'on';
-  // pg would pass unknown parameters on to the server as startup options.
   parsed.searchParams.delete('schema');
   parsed.searchParams.delete('relaxed_commits');
   const displayUrl = redactUrl(url);
@@ -186,9 +199,22 @@ async function openPostgres(url: string, options: CreateDatabaseOptions): Promis
       `invalid schema "${schema}" in ${displayUrl}: use 1-63 letters, digits or _, not starting with a digit`,
     );
   }
+  return { connectionString: parsed.toString(), schema, relaxedCommits: relaxedCommits === 'on', displayUrl };
+}
+
+/** INT8 (counts, epoch milliseconds) as a JS number, for every pg connection taskyard opens. */
+export const PG_TYPES = {
+  getTypeParser: ((oid: number, format?: 'text' | 'binary') =>
+    oid === PG_INT8_OID && format !== 'binary'
+      ? (value: string) => Number(value)
+      : pg.types.getTypeParser(oid, format)) as typeof pg.types.getTypeParser,
+};
+
+async function openPostgres(url: string, options: CreateDatabaseOptions): Promise<DatabaseHandle> {
+  const { connectionString, schema, relaxedCommits, displayUrl } = parsePostgresUrl(url);
 
   const poolSize = options.poolSize ?? 10;
-  const pool = newPool(parsed.toString(), poolSize);
+  const pool = newPool(connectionString, poolSize);
   // An idle client whose server connection dies is dropped by the pool; the next query
   // reconnects or reports the outage. Without a listener pg would crash the process.
   pool.on('error', (err) => options.logger?.warn({ err, db: displayUrl }, 'idle database connection failed'));
@@ -212,11 +238,11 @@ async function openPostgres(url: string, options: CreateDatabaseOptions): Promis
   // Behind a transaction-pooling proxy (PgBouncer pool_mode=transaction) a session setting
   // would stay on a server connection that later carries someone's durable commit, so the
   // URL can turn the relaxed pool off; relaxedDurability then uses the main pool.
-  if (relaxedCommits === 'off') return makeHandle(db, 'postgres', displayUrl, closePool);
+  if (!relaxedCommits) return makeHandle(db, 'postgres', displayUrl, closePool);
   // relaxedDurability's connections: the server acknowledges their commits before the WAL
   // is flushed. pg connects lazily and drops idle clients after 10 s, so an idle process
   // holds none of them.
-  const relaxedPool = newPool(parsed.toString(), Math.max(2, Math.ceil(poolSize / 2)));
+  const relaxedPool = newPool(connectionString, Math.max(2, Math.ceil(poolSize / 2)));
   relaxedPool.on('error', (err) =>
     options.logger?.warn({ err, db: displayUrl }, 'idle database connection failed'),
   );
@@ -237,12 +263,7 @@ function newPool(connectionString: string, max: number): pg.Pool {
     max,
     // A server that accepts TCP but never answers must not hang callers forever.
     connectionTimeoutMillis: 10_000,
-    types: {
-      getTypeParser: ((oid: number, format?: 'text' | 'binary') =>
-        oid === PG_INT8_OID && format !== 'binary'
-          ? (value: string) => Number(value)
-          : pg.types.getTypeParser(oid, format)) as typeof pg.types.getTypeParser,
-    },
+    types: PG_TYPES,
   });
 }
 

@@ -16,7 +16,8 @@ import { startApi, type ApiUnderTest } from './api.harness';
 
 /**
  * The reconciler (DESIGN.md §4.6) against real Redis and each database: work whose job is
- * gone is re-enqueued under its deterministic id; work whose job failed for good is settled.
+ * gone is re-enqueued under its deterministic id; work whose job failed for good is settled;
+ * work whose job id belongs to a job that completed without running it is enqueued again.
  */
 describe.each(BACKENDS)('reconciler ($backend)', ({ makeUrl }) => {
   let api: ApiUnderTest;
@@ -113,5 +114,42 @@ describe.each(BACKENDS)('reconciler ($backend)', ({ makeUrl }) => {
     const row = await getBackup(api.db.db, id);
     expect(row).toMatchObject({ status: 'failed' });
     expect(row?.error).toMatch(/job failed for good: disk full/);
+  });
+
+  it('re-adds the job of a queued backup whose job id already belongs to a completed job (a restored database), once', async () => {
+    const id = randomUUID();
+    const jobId = `backup-${id}`;
+    const queue = api.queues.get('backups');
+    await queue.obliterate({ force: true });
+    // The job of an earlier life of this id: it ran against another database and completed.
+    await queue.add('create-backup', { backup_id: id, trigger: 'manual' }, { jobId });
+    const token = 'test-token';
+    const connection = createRedis(api.config.REDIS_URL, 'worker');
+    const w = new Worker('backups', null, { connection, prefix: api.prefix });
+    try {
+      const taken = await w.getNextJob(token);
+      expect(taken?.id).toBe(jobId);
+      await taken!.moveToCompleted({ backup_id: id, skipped: 'missing' }, token, false);
+    } finally {
+      await w.close();
+      connection.disconnect();
+    }
+    expect(await queue.getJobState(jobId)).toBe('completed');
+    // This database's row for it, still queued (as `taskyard restore` of an archive leaves it).
+    await insertBackup(api.db.db, { id, label: null, trigger: 'manual', now: now() });
+
+    await reconcile({} as Job, ctx);
+    expect(await queue.getJobState(jobId)).toBe('waiting');
+    const readded = await queue.getJob(jobId);
+    expect(readded?.data).toEqual({ backup_id: id, trigger: 'manual' });
+    expect(readded?.returnvalue ?? null).toBeNull();
+
+    // The new job is waiting, not completed: a second pass leaves it as it is.
+    await reconcile({} as Job, ctx);
+    const after = await queue.getJob(jobId);
+    expect(after?.timestamp).toBe(readded?.timestamp);
+    expect(await queue.getJobState(jobId)).toBe('waiting');
+    // The completed job was replaced, not kept beside the new one (ids are unique per queue).
+    expect(await queue.getJobCounts('completed')).toEqual({ completed: 0 });
   });
 });

@@ -12,8 +12,12 @@ import {
   listUnfinishedSimulations,
 } from '../../shared/db/simulations-store';
 import { simulationJobId } from '../../queues/simulation-producer';
-import { finishProbeRun, listUnfinishedManualProbeRuns } from '../../shared/db/probe-runs-store';
-import { failPruningRun, listUnfinishedManualPruningRuns } from '../../shared/db/pruning-store';
+import { finishProbeRun, getProbeRun, listUnfinishedManualProbeRuns } from '../../shared/db/probe-runs-store';
+import {
+  failPruningRun,
+  getPruningRun,
+  listUnfinishedManualPruningRuns,
+} from '../../shared/db/pruning-store';
 import { probeRunJobId } from '../../queues/probe-producer';
 import { pruneJobId } from '../../queues/pruning-producer';
 import type { DatabaseHandle } from '../../shared/db/database';
@@ -100,10 +104,26 @@ export function createMaintenanceProcessors(deps: MaintenanceDeps): Record<strin
    * no-op if it raced back). A job that failed for good while the resource is still queued
    * or running (the processor could not record it, e.g. it lost its lock on the last
    * attempt) settles the resource as failed, compare-and-set on the fence it holds now.
+   *
+   * A job that completed while the resource is still queued or running never ran this
+   * resource: every processor settles its resource before its job completes, and one that
+   * finds no row completes as "missing". That happens when the job id already belonged to a
+   * finished job in Redis: after `taskyard restore` of an archive holding unfinished work
+   * (the old job is still kept), or when two databases share a REDIS_PREFIX. Its job is
+   * removed and added again; the fenced start of each processor still refuses to run a
+   * resource twice.
    */
   async function reconcileOne(
     ctx: JobContext,
-    r: { queue: string; jobName: string; jobId: string; payload: unknown; resource: string },
+    r: {
+      queue: string;
+      jobName: string;
+      jobId: string;
+      payload: unknown;
+      resource: string;
+      /** Read again: whether the resource is still queued or running. */
+      stillUnfinished: () => Promise<boolean>;
+    },
     failStuck: (error: string) => Promise<boolean>,
   ): Promise<'requeued' | 'failed' | 'ok'> {
     const job = await deps.queues.get(r.queue).getJob(r.jobId);
@@ -115,8 +135,20 @@ export function createMaintenanceProcessors(deps: MaintenanceDeps): Record<strin
       );
       return 'requeued';
     }
+    const state = await job.getState();
+    // The resource was listed before the job was read: read it again, so a job that ran and
+    // completed in between is not taken for one that never ran it.
+    if (state === 'completed' && (await r.stillUnfinished())) {
+      await job.remove();
+      await deps.queues.add(r.queue, r.jobName, r.payload, r.jobId);
+      ctx.logger.info(
+        { queue: r.queue, job_id: r.jobId, resource: r.resource },
+        'reconciler re-enqueued work whose job had completed without running it',
+      );
+      return 'requeued';
+    }
     const final = job.attemptsMade >= (job.opts.attempts ?? 1);
-    if (final && (await job.getState()) === 'failed') {
+    if (final && state === 'failed') {
       const error = `job failed for good: ${job.failedReason || 'unknown reason'}`;
       if (await failStuck(error)) {
         ctx.logger.info(
@@ -128,6 +160,8 @@ export function createMaintenanceProcessors(deps: MaintenanceDeps): Record<strin
     }
     return 'ok';
   }
+
+  const unfinished = (status: string | null | undefined) => status === 'queued' || status === 'running';
 
   const reconcile: JobProcessor = (_job, ctx) =>
     singleRunner(deps, ctx, async () => {
@@ -148,6 +182,7 @@ export function createMaintenanceProcessors(deps: MaintenanceDeps): Record<strin
                 jobId: backupJobId(row.id),
                 payload: { backup_id: row.id, trigger: row.trigger },
                 resource: `backup:${row.id}`,
+                stillUnfinished: async () => unfinished((await getBackup(db, row.id))?.status),
               },
               async (error) => {
                 const current = await getBackup(db, row.id);
@@ -169,6 +204,10 @@ export function createMaintenanceProcessors(deps: MaintenanceDeps): Record<strin
                 jobId: row.verify_job_id,
                 payload: { backup_id: row.id, verification_id: verificationId },
                 resource: `backup-verify:${row.id}`,
+                stillUnfinished: async () => {
+                  const current = await getBackup(db, row.id);
+                  return current?.verify_job_id === row.verify_job_id && unfinished(current.verify_status);
+                },
               },
               async (error) => {
                 const current = await getBackup(db, row.id);
@@ -195,6 +234,7 @@ export function createMaintenanceProcessors(deps: MaintenanceDeps): Record<strin
               jobId: simulationJobId(row.id),
               payload: { simulation_id: row.id },
               resource: `simulation:${row.id}`,
+              stillUnfinished: async () => unfinished((await getSimulation(db, row.id))?.status),
             },
             async (error) => {
               const current = await getSimulation(db, row.id);
@@ -217,6 +257,7 @@ export function createMaintenanceProcessors(deps: MaintenanceDeps): Record<strin
               jobId: probeRunJobId(row.id),
               payload: { run_id: row.id },
               resource: `probe-run:${row.id}`,
+              stillUnfinished: async () => unfinished((await getProbeRun(db, row.id))?.status),
             },
             async (error) =>
               row.status === 'running' &&
@@ -242,6 +283,7 @@ export function createMaintenanceProcessors(deps: MaintenanceDeps): Record<strin
               jobId: pruneJobId(row.id),
               payload: { run_id: row.id, dry_run: row.dry_run === 1 },
               resource: `pruning-run:${row.id}`,
+              stillUnfinished: async () => unfinished((await getPruningRun(db, row.id))?.status),
             },
             (error) => failPruningRun(db, { id: row.id, fence: Number(row.fence), now: now(), error }),
           ),

@@ -1,3 +1,4 @@
+import { DeadlineError } from './deadline';
 import { Redis, type RedisOptions } from 'ioredis';
 
 /**
@@ -42,7 +43,7 @@ export async function pingRedis(redis: Redis, timeoutMs = 1_000): Promise<void> 
       redis.ping(),
       new Promise((_, reject) => {
         timer = setTimeout(
-          () => reject(new Error(`redis did not answer PING within ${timeoutMs} ms`)),
+          () => reject(new DeadlineError(`redis did not answer PING within ${timeoutMs} ms`)),
           timeoutMs,
         );
       }),

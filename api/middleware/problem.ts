@@ -1,7 +1,9 @@
 import { randomUUID } from 'node:crypto';
 import type { ErrorRequestHandler, Response } from 'express';
 import { PROBLEM_CONTENT_TYPE, PROBLEM_TYPE_PREFIX } from '../../shared/contract/problem';
+import { isDatabaseUnavailable } from '../../shared/db/unavailable';
 import {
+  DependencyUnavailableError,
   InternalError,
   MalformedJsonError,
   MethodNotAllowedError,
@@ -86,6 +88,13 @@ interface HttpLibraryError {
 export function toProblemError(err: unknown): ProblemError | undefined {
   if (err instanceof ProblemError) return err;
   if (typeof err !== 'object' || err === null) return undefined;
+  if (isDatabaseUnavailable(err)) {
+    return new DependencyUnavailableError(
+      'The database is unavailable (restarting, unreachable or busy); retry later.',
+      5,
+      err,
+    );
+  }
   const e = err as HttpLibraryError;
   switch (e.type) {
     case 'entity.parse.failed': {

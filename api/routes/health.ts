@@ -4,9 +4,10 @@ import type { HealthResponse, ReadinessChecks, ReadyResponse } from '../../share
 import type { DatabaseHandle } from '../../shared/db/database';
 import { pingDatabase } from '../../shared/db/health';
 import { migrationStatus, type Migration } from '../../shared/db/migrate';
+import { safeErrorReason } from '../../shared/db/unavailable';
 import { DependencyUnavailableError } from '../../shared/errors';
 import { pingRedis } from '../../shared/redis';
-import { withDeadline } from '../../shared/deadline';
+import { DeadlineError, withDeadline } from '../../shared/deadline';
 import { methodNotAllowed } from '../middleware/not-found';
 
 /** Each readiness check answers within this, or counts as not ready. */
@@ -23,23 +24,41 @@ export class NotReadyError extends DependencyUnavailableError {
   }
 }
 
-/** A failure reason fit for an unauthenticated client: short, no credentials. */
+/**
+ * A failure reason fit for an unauthenticated client: short, no credentials. Our own
+ * wording (deadlines, the database ping) is written for this page. A driver's message can
+ * name the host, the database or the user, so any other error shows its code only; the
+ * whole error goes to the api's log.
+ */
 function reason(err: unknown): string {
-  const message = err instanceof Error ? err.message : String(err);
-  const firstLine = message.split('\n', 1)[0] ?? '';
-  // Not even a redacted URL: user, host, database and schema are nobody's business here.
-  const clean = firstLine.replace(/\b([a-z][a-z0-9+.-]*):\/\/[^\s]+/gi, '($1 URL)');
-  return truncate(`unavailable: ${clean}`);
+  if (err instanceof DependencyUnavailableError || err instanceof DeadlineError) {
+    const firstLine = err.message.split('\n', 1)[0] ?? '';
+    // Not even a redacted URL: user, host, database and schema are nobody's business here.
+    const clean = firstLine.replace(/\b([a-z][a-z0-9+.-]*):\/\/[^\s]+/gi, '($1 URL)');
+    return truncate(`unavailable: ${clean}`);
+  }
+  return `unavailable (${safeErrorReason(err)})`;
 }
 
 function truncate(text: string, max = 300): string {
   return text.length > max ? `${text.slice(0, max)}…` : text;
 }
 
-async function check(run: () => Promise<string>): Promise<string> {
+/** Runs one check; a failure is kept in `causes` (for the log) and shown as its safe reason. */
+async function check(
+  name: string,
+  causes: Record<string, unknown>,
+  run: () => Promise<string>,
+): Promise<string> {
   try {
     return await run();
   } catch (err) {
+    const e = err as { message?: unknown; code?: unknown; cause?: { message?: unknown; code?: unknown } };
+    causes[name] = {
+      message: e?.message,
+      code: e?.code,
+      ...(e?.cause ? { cause: { message: e.cause.message, code: e.cause.code } } : {}),
+    };
     return reason(err);
   }
 }
@@ -67,12 +86,13 @@ export function healthRouter(deps: {
   router
     .route('/readyz')
     .get(async (req, res) => {
+      const causes: Record<string, unknown> = {};
       const [database, migrations, redis] = await Promise.all([
-        check(async () => {
+        check('database', causes, async () => {
           await pingDatabase(deps.db, READINESS_DEADLINE_MS);
           return 'ok';
         }),
-        check(async () => {
+        check('migrations', causes, async () => {
           const status = await withDeadline(
             'the migration ledger',
             READINESS_DEADLINE_MS,
@@ -83,14 +103,14 @@ export function healthRouter(deps: {
           if (status.pending.length > 0) return `pending: ${status.pending.join(', ')}`;
           return 'ok';
         }),
-        check(async () => {
+        check('redis', causes, async () => {
           await pingRedis(deps.redis, READINESS_DEADLINE_MS);
           return 'ok';
         }),
       ]);
       const checks: ReadinessChecks = { database, migrations, redis };
       if (database !== 'ok' || migrations !== 'ok' || redis !== 'ok') {
-        req.log.warn({ checks }, 'not ready');
+        req.log.warn({ checks, causes }, 'not ready');
         throw new NotReadyError(checks);
       }
       const body: ReadyResponse = {

@@ -214,10 +214,7 @@ async function openPostgres(url: string, options: CreateDatabaseOptions): Promis
   const { connectionString, schema, relaxedCommits, displayUrl } = parsePostgresUrl(url);
 
   const poolSize = options.poolSize ?? 10;
-  const pool = newPool(connectionString, poolSize);
-  // An idle client whose server connection dies is dropped by the pool; the next query
-  // reconnects or reports the outage. Without a listener pg would crash the process.
-  pool.on('error', (err) => options.logger?.warn({ err, db: displayUrl }, 'idle database connection failed'));
+  const pool = newPool(connectionString, poolSize, options.logger, displayUrl);
 
   if (schema !== null) {
     try {
@@ -242,9 +239,11 @@ async function openPostgres(url: string, options: CreateDatabaseOptions): Promis
   // relaxedDurability's connections: the server acknowledges their commits before the WAL
   // is flushed. pg connects lazily and drops idle clients after 10 s, so an idle process
   // holds none of them.
-  const relaxedPool = newPool(connectionString, Math.max(2, Math.ceil(poolSize / 2)));
-  relaxedPool.on('error', (err) =>
-    options.logger?.warn({ err, db: displayUrl }, 'idle database connection failed'),
+  const relaxedPool = newPool(
+    connectionString,
+    Math.max(2, Math.ceil(poolSize / 2)),
+    options.logger,
+    displayUrl,
   );
   const relaxed = postgresKysely(relaxedPool, [...searchPath, 'set synchronous_commit to off']);
   relaxedInstances.set(db, relaxed);
@@ -257,14 +256,42 @@ async function openPostgres(url: string, options: CreateDatabaseOptions): Promis
   });
 }
 
-function newPool(connectionString: string, max: number): pg.Pool {
-  return new pg.Pool({
+function newPool(
+  connectionString: string,
+  max: number,
+  logger: Logger | undefined,
+  displayUrl: string,
+): pg.Pool {
+  const pool = new pg.Pool({
     connectionString,
     max,
     // A server that accepts TCP but never answers must not hang callers forever.
     connectionTimeoutMillis: 10_000,
     types: PG_TYPES,
   });
+  // An idle client whose server connection dies is dropped by the pool; the next query
+  // reconnects or reports the outage. pg-pool puts the client on the error: never log that.
+  pool.on('error', (err: Error & { client?: unknown }) => {
+    delete err.client;
+    logger?.warn({ err, db: displayUrl }, 'idle database connection failed');
+  });
+  // pg-pool listens only on idle clients. A checked-out one (a query or transaction under
+  // way) whose connection ends, as in a server restart, emits 'error' with nobody listening,
+  // and Node ends the process. Its query already fails with that error, and the pool drops
+  // the client when it comes back, so this listener only has to exist.
+  pool.on('connect', (client) => {
+    client.on('error', (err) =>
+      logger?.debug({ err: { message: err.message }, db: displayUrl }, 'database connection in use ended'),
+    );
+    // A FATAL error (the server ends the session: a restart, pg_terminate_backend) fails the
+    // query under way, but pg keeps the client "queryable" until the socket closes. Handed
+    // back to the pool in between, it would go to the next caller, whose query would fail
+    // too. Ending it now makes the pool drop it on release.
+    (client as unknown as pg.Client).connection.on('errorMessage', (msg: { severity?: string }) => {
+      if (msg.severity === 'FATAL' || msg.severity === 'PANIC') client.end().catch(() => undefined);
+    });
+  });
+  return pool;
 }
 
 /** A Kysely over `pool` whose every new connection first runs `session` statements. */

@@ -1,6 +1,7 @@
 import { sql } from 'kysely';
 import { DependencyUnavailableError } from '../errors';
 import type { DatabaseHandle } from './database';
+import { safeErrorReason } from './unavailable';
 
 /**
  * Check that the database answers `SELECT 1` within `timeoutMs`.
@@ -21,8 +22,8 @@ export async function pingDatabase(handle: DatabaseHandle, timeoutMs = 1000): Pr
   const query = sql`select 1`.execute(handle.db).then(
     () => undefined,
     (err: unknown) => {
-      const reason = err instanceof Error ? err.message : String(err);
-      throw new DependencyUnavailableError(`the database is unavailable: ${reason}`, 5, err);
+      // The server's own message can name the database or the user: only its code is shown.
+      throw new DependencyUnavailableError(`the database is unavailable (${safeErrorReason(err)})`, 5, err);
     },
   );
   try {

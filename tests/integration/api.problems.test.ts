@@ -1,5 +1,6 @@
 import net from 'node:net';
 import type { AddressInfo } from 'node:net';
+import SQLite from 'better-sqlite3';
 import express from 'express';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createHttpServer } from '../../api/app';
@@ -415,6 +416,39 @@ describe('api problem middleware', () => {
       expect(logged?.request_id).toBe(r.body.instance);
     } finally {
       await new Promise<void>((resolve) => server.close(() => resolve()));
+    }
+  });
+
+  it('a database that cannot serve (SQLite locked past busy_timeout) gets 503 with Retry-After, and the retry with the same key succeeds', async () => {
+    const databaseUrl = testSqliteUrl('api_busy');
+    const api = await startApi({ databaseUrl });
+    // Another process's long write transaction, as a stuck `sqlite3` shell would hold it.
+    const other = new SQLite(databaseUrl.slice('sqlite:'.length));
+    try {
+      other.prepare('begin immediate').run();
+      const post = () =>
+        call(api, '/v1/backups', {
+          method: 'POST',
+          headers: {
+            authorization: `Bearer ${api.keys.write}`,
+            'content-type': 'application/json',
+            'idempotency-key': 'busy-1',
+          },
+          body: '{}',
+        });
+      const busy = await post();
+      expectProblemShape(busy, 'dependency-unavailable', 503);
+      expect(busy.headers.get('retry-after')).toBe('5');
+      expect(busy.body.detail).toMatch(/database is unavailable/);
+      expect(busy.text).not.toContain('SQLITE');
+      other.prepare('rollback').run();
+
+      const retried = await post();
+      expect(retried.status).toBe(202);
+      expect(await api.db.db.selectFrom('backups').select('id').execute()).toHaveLength(1);
+    } finally {
+      other.close();
+      await api.close();
     }
   });
 });

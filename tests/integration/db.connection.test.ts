@@ -7,7 +7,8 @@ import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { createDatabase, type DatabaseHandle } from '../../shared/db/database';
 import { pingDatabase } from '../../shared/db/health';
 import { DependencyUnavailableError } from '../../shared/errors';
-import { BACKENDS, testPostgresUrl } from '../helpers/services';
+import { createLogger } from '../../shared/logger';
+import { BACKENDS, testPostgresUrl, waitFor } from '../helpers/services';
 
 const handles: DatabaseHandle[] = [];
 const pgSchemas: string[] = [];
@@ -173,6 +174,55 @@ describe('createDatabase on postgres', () => {
     } finally {
       for (const socket of sockets) socket.destroy();
       await new Promise((resolve) => silent.close(resolve));
+    }
+  });
+
+  it('a connection the server cuts (a restart) fails its query, not the process, and the pool reconnects', async () => {
+    const url = testPostgresUrl('conn_cut');
+    pgSchemas.push(new URL(url).searchParams.get('schema')!);
+    const lines: string[] = [];
+    const logger = createLogger({ level: 'debug' }, { write: (l: string) => void lines.push(l) });
+    const handle = await createDatabase(url, { logger });
+    handles.push(handle);
+    const killer = await open(testPostgresUrl('conn_cut_killer'));
+    const terminate = (pid: number) => sql`select pg_terminate_backend(${pid})`.execute(killer.db);
+    const crashes: unknown[] = [];
+    const monitor = (err: unknown) => crashes.push(err);
+    process.on('uncaughtExceptionMonitor', monitor);
+    try {
+      // A client checked out, its query under way: pg-pool does not listen on it.
+      const running = handle.db.connection().execute(async (conn) => {
+        const { rows } = await sql<{ pid: number }>`select pg_backend_pid() as pid`.execute(conn);
+        const pid = rows[0]!.pid;
+        const sleeping = sql`select pg_sleep(30)`.execute(conn);
+        await waitFor(
+          async () =>
+            (
+              await sql`select 1 from pg_stat_activity where pid = ${pid} and state = 'active'`.execute(
+                killer.db,
+              )
+            ).rows.length === 1,
+          { what: 'pg_sleep under way' },
+        );
+        await terminate(pid);
+        return sleeping;
+      });
+      await expect(running).rejects.toThrow(/terminat/);
+
+      // An idle client: the pool drops it and says so, without the client object.
+      const idle = await sql<{ pid: number }>`select pg_backend_pid() as pid`.execute(handle.db);
+      await terminate(idle.rows[0]!.pid);
+      const line = await waitFor(() => lines.find((l) => l.includes('idle database connection failed')), {
+        what: 'the idle connection logged',
+      });
+      expect(line).not.toContain('"client"');
+      expect(line).not.toContain('connectionParameters');
+
+      const after = await sql<{ one: number }>`select 1 as one`.execute(handle.db);
+      expect(after.rows).toEqual([{ one: 1 }]);
+      expect(crashes).toEqual([]);
+    } finally {
+      process.off('uncaughtExceptionMonitor', monitor);
     }
   });
 });

@@ -85,7 +85,8 @@ async function main(): Promise<number> {
     await migrateToLatest(db, migrations, logger);
     await bootstrapAdminKey(config, db, logger);
 
-    const redis = createRedis(config.REDIS_URL, 'client');
+    // Named like the worker's connections, so CLIENT LIST tells whose connection is whose.
+    const redis = createRedis(config.REDIS_URL, 'client', { connectionName: `${config.REDIS_PREFIX}:api` });
     // ioredis reports connection trouble as events; unobserved they would crash the process.
     redis.on('error', connectionErrorLogger(logger, 'redis connection error'));
     cleanups.push({ what: 'redis', run: () => redis.quit() });

@@ -1,0 +1,151 @@
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import type { Redis } from 'ioredis';
+import { afterAll, afterEach, describe, expect, it } from 'vitest';
+import { createClient } from '../../shared/client';
+import { createDatabase, type DatabaseHandle } from '../../shared/db/database';
+import { createRedis, deleteKeysWithPrefix } from '../../shared/redis';
+import { assertNoLeakedChildren, killAllChildren, spawnTsx } from '../helpers/processes';
+import { startGate, testRedisUrl, testSqliteUrl, uniquePrefix, waitFor } from '../helpers/services';
+
+/**
+ * A Redis restart that keeps its data, under load, with real api and worker processes:
+ * every connection the processes hold is cut (CLIENT KILL), twice, while clients are
+ * creating backups and the worker is running them. Every accepted backup still runs to
+ * completion exactly once, and neither process ends.
+ *
+ * Only this test's connections are cut: each taskyard connection is named after its
+ * REDIS_PREFIX (BullMQ names its own the same way), so the other test files are untouched.
+ */
+
+const ADMIN_KEY = 'ty_e2e_admin_key_redis_restart_0123456789';
+const BEFORE = 8;
+const DURING = 12;
+
+let redis: Redis | undefined;
+let db: DatabaseHandle | undefined;
+let prefix: string | undefined;
+let backupDir: string | undefined;
+
+afterEach(async () => {
+  await killAllChildren();
+  await assertNoLeakedChildren();
+  await db?.close();
+  db = undefined;
+  if (redis && prefix) await deleteKeysWithPrefix(redis, prefix);
+  if (backupDir) fs.rmSync(backupDir, { recursive: true, force: true });
+});
+afterAll(async () => {
+  await redis?.quit();
+});
+
+/** CLIENT KILL every connection named under `prefix`; resolves with how many were cut. */
+async function cutConnections(admin: Redis, prefix: string): Promise<number> {
+  const list = (await admin.client('LIST')) as string;
+  const ids = list
+    .split('\n')
+    .map((line) => Object.fromEntries(line.split(' ').map((kv) => kv.split('=', 2) as [string, string])))
+    .filter((c) => typeof c.name === 'string' && c.name.startsWith(`${prefix}:`))
+    .map((c) => c.id!);
+  for (const id of ids) await admin.client('KILL', 'ID', id);
+  return ids.length;
+}
+
+describe('a Redis restart under load', () => {
+  it('loses no accepted backup and runs none twice when every connection is cut, twice', async () => {
+    redis = createRedis(testRedisUrl(), 'client');
+    prefix = uniquePrefix('redisrestart');
+    backupDir = fs.mkdtempSync(path.join(os.tmpdir(), 'taskyard-redisrestart-'));
+    const databaseUrl = testSqliteUrl('redisrestart');
+    const env = {
+      ...process.env,
+      TASKYARD_ENV: 'test',
+      TASKYARD_ADMIN_KEY: ADMIN_KEY,
+      DATABASE_URL: databaseUrl,
+      REDIS_URL: testRedisUrl(),
+      REDIS_PREFIX: prefix,
+      BACKUP_DIR: backupDir,
+      BACKUP_KEEP_LAST: '100',
+      LOG_LEVEL: 'info',
+      SCHEDULE_CHECK_SECONDS: '1',
+      RECONCILE_EVERY_MS: '1000',
+      RECONCILE_AFTER_MS: '0',
+    };
+    const api = spawnTsx('api', 'api/server.ts', [], { ...env, PORT: '0' });
+    const listening = await api.waitForLog((l) => l.msg === 'api listening', {
+      what: 'api listening',
+      timeoutMs: 30_000,
+    });
+    const worker = spawnTsx('worker', 'workers/main.ts', ['--queues', 'backups,maintenance'], env);
+    await worker.waitForLog((l) => l.msg === 'worker ready', { what: 'worker ready', timeoutMs: 30_000 });
+    const client = createClient({
+      baseUrl: `http://127.0.0.1:${String(listening.port)}`,
+      apiKey: ADMIN_KEY,
+      retry: { attempts: 60, baseDelayMs: 100, maxDelayMs: 1000 },
+      random: () => 0.5,
+    });
+    const create = (i: number) => client.createBackup({ label: `r-${i}`, idempotencyKey: `rr-${i}` });
+
+    const before = await Promise.all(Array.from({ length: BEFORE }, (_, i) => create(i)));
+
+    const gate = startGate();
+    const during = Promise.all(
+      Array.from({ length: DURING }, async (_, i) => {
+        await gate.wait();
+        return create(BEFORE + i);
+      }),
+    );
+    gate.open();
+    // api, worker queues (and BullMQ's blocking duplicates), schedule sync: all of them.
+    expect(await cutConnections(redis, prefix)).toBeGreaterThanOrEqual(4);
+    // Cut again once they are back, so the second cut finds reconnected clients mid-work.
+    await waitFor(async () => (await cutConnections(redis!, prefix!)) >= 4, {
+      what: 'the connections back, and cut again',
+      timeoutMs: 15_000,
+      intervalMs: 50,
+    });
+
+    const ids = [...before, ...(await during)].map((b) => b.id);
+    expect(new Set(ids).size).toBe(BEFORE + DURING);
+
+    db = await createDatabase(databaseUrl);
+    const manual = () =>
+      db!.db.selectFrom('backups').selectAll().where('trigger', '=', 'manual').orderBy('label').execute();
+    await waitFor(async () => (await manual()).every((r) => r.status === 'succeeded'), {
+      what: 'every manual backup succeeded',
+      timeoutMs: 90_000,
+      intervalMs: 200,
+    }).catch(async (e: unknown) => {
+      const rows = await manual();
+      const worst = [...api.logs, ...worker.logs].filter((l) => (l.level ?? 0) >= 50);
+      throw new Error(
+        `${(e as Error).message}; rows ${JSON.stringify(rows.map((r) => [r.label, r.status, r.attempts]))}; ` +
+          `error lines ${JSON.stringify(worst.map((l) => [l.name, l.msg]))}`,
+        { cause: e },
+      );
+    });
+    const rows = await manual();
+    expect(rows.map((r) => r.id).sort()).toEqual([...ids].sort());
+    const files = fs.readdirSync(backupDir);
+    for (const row of rows) expect(files).toContain(path.basename(row.file_name!));
+    expect(files.filter((f) => f.endsWith('.tmp'))).toEqual([]);
+    const succeededLines = () =>
+      worker.logs.filter((l) => l.msg === 'backup succeeded' && ids.includes(String(l.backup_id)));
+    await waitFor(() => succeededLines().length >= ids.length, {
+      what: 'a backup succeeded line per backup',
+      timeoutMs: 10_000,
+    });
+    expect(
+      succeededLines()
+        .map((l) => String(l.backup_id))
+        .sort(),
+    ).toEqual([...ids].sort());
+
+    expect([...api.logs, ...worker.logs].filter((l) => l.level === 60).map((l) => l.msg)).toEqual([]);
+    api.signal('SIGTERM');
+    worker.signal('SIGTERM');
+    expect((await api.waitForExit(30_000)).code).toBe(0);
+    expect((await worker.waitForExit(30_000)).code).toBe(0);
+  }, 150_000);
+});

@@ -58,7 +58,7 @@ export function buildApp(deps: AppDeps): express.Express {
     bodyLimitBytes: deps.config.BODY_LIMIT_BYTES,
   });
   app.use(authenticate({ db: deps.db.db }));
-  app.use(...jsonBody({ limitBytes: deps.config.BODY_LIMIT_BYTES }));
+  app.use(jsonBody({ limitBytes: deps.config.BODY_LIMIT_BYTES }));
   app.use(jobsRouter({ queues: deps.queues }));
   app.use(backupsRouter(deps));
   app.use(pruningRouter(deps));

@@ -102,7 +102,9 @@ export async function requestBackupVerification(
       .updateTable('backups')
       .set({
         verify_status: 'queued',
+        // The outcome fields describe the verification shown beside them: this new one.
         verify_error: null,
+        verified_at: null,
         verify_job_id: verifyJobId(input.backupId, verificationId),
       })
       .where('id', '=', input.backupId)

@@ -15,7 +15,8 @@ const BASIC = /^Basic +([A-Za-z0-9+/]+={0,2}) *$/i;
 export class BasicAuthRequiredError extends UnauthorizedError {
   constructor(detail: string) {
     super(detail);
-    this.headers['WWW-Authenticate'] = 'Basic realm="taskyard", charset="UTF-8"';
+    // Basic first, so a browser prompts; Bearer too, which the board also accepts (RFC 9110 §11.6.1).
+    this.headers['WWW-Authenticate'] = 'Basic realm="taskyard", charset="UTF-8", Bearer realm="taskyard"';
   }
 }
 
@@ -34,6 +35,11 @@ function presentedKey(req: Request, allowBasic: boolean, challenge: Challenge): 
     : "'Bearer <key>'";
   if (header === undefined || header === '') {
     throw challenge(`Authentication is required: send Authorization: ${expected}.`);
+  }
+  // Node keeps the first of several Authorization headers and drops the rest: which one a
+  // proxy or a client meant is anyone's guess, so none is taken.
+  if ((req.headersDistinct.authorization?.length ?? 0) > 1) {
+    throw challenge('Send one Authorization header, not several.');
   }
   if (header.length > MAX_AUTHORIZATION_LENGTH) {
     throw challenge(`The Authorization header is longer than ${MAX_AUTHORIZATION_LENGTH} characters.`);
@@ -103,6 +109,7 @@ export function requireScope(scope: Scope): RequestHandler {
         },
       );
     }
+    if (req.bodyError !== undefined) throw req.bodyError;
     next();
   };
 }

@@ -1,5 +1,5 @@
 import type { IncomingHttpHeaders } from 'node:http';
-import express, { type RequestHandler } from 'express';
+import express, { type Request, type RequestHandler, type Response } from 'express';
 import { UnsupportedMediaTypeError, ValidationFailedError, type ValidationIssue } from '../../shared/errors';
 
 /** `application/json` and any `+json` suffix type (e.g. `application/merge-patch+json`), any parameters. */
@@ -17,15 +17,28 @@ function hasBody(headers: IncomingHttpHeaders): boolean {
  * `unsupported-media-type`; malformed JSON → 400 `validation-failed` saying where (mapped by
  * the problem middleware from body-parser's `entity.parse.failed`); too big → 413
  * `payload-too-large`; a string holding U+0000 or an unpaired surrogate → 400
- * `validation-failed` naming the field. The top level must be an object or array.
+ * `validation-failed` naming the field. The parser takes an object or array; every route then
+ * requires an object.
+ *
+ * The body is read here, for every route, but a refusal is only kept on `req.bodyError`:
+ * `requireScope` throws it after the scope check (DESIGN.md §3: auth, then validate), and
+ * `validate` too, for a route that has no scope check of its own.
  */
-export function jsonBody(opts: { limitBytes: number }): RequestHandler[] {
+export function jsonBody(opts: { limitBytes: number }): RequestHandler {
   const requireJson: RequestHandler = (req, _res, next) => {
     if (!hasBody(req.headers)) return next();
     const type = req.headers['content-type'];
     if (type === undefined || !JSON_MEDIA_TYPE.test(type)) {
       throw new UnsupportedMediaTypeError(
         `Request bodies must be application/json (got ${type === undefined ? 'no Content-Type' : describeMediaType(type)}).`,
+      );
+    }
+    // body-parser decodes any utf-* charset, so UTF-16 would arrive as garbage and be
+    // reported as malformed JSON; say what is wrong instead.
+    const charset = /;\s*charset\s*=\s*"?([^";\s]*)/i.exec(type)?.[1]?.toLowerCase();
+    if (charset !== undefined && charset !== 'utf-8' && charset !== 'utf8') {
+      throw new UnsupportedMediaTypeError(
+        `Request bodies must be JSON encoded as UTF-8 (got charset=${describeMediaType(charset) || 'nothing'}); send UTF-8 or leave the charset out.`,
       );
     }
     next();
@@ -38,7 +51,34 @@ export function jsonBody(opts: { limitBytes: number }): RequestHandler[] {
     }
     next();
   };
-  return [requireJson, parse, storable];
+  const steps = [requireJson, parse, storable];
+  return async (req, res, next) => {
+    try {
+      for (const step of steps) await runStep(step, req, res);
+    } catch (err) {
+      req.bodyError = err;
+      req.body = undefined;
+    }
+    next();
+  };
+}
+
+/** Throws the body's refusal, if any: for chains whose authentication already fixed the scope. */
+export const refuseBadBody: RequestHandler = (req, _res, next) => {
+  if (req.bodyError !== undefined) throw req.bodyError;
+  next();
+};
+
+/** One middleware as a promise: settles when it calls next (or throws, or passes an error). */
+function runStep(step: RequestHandler, req: Request, res: Response): Promise<void> {
+  return new Promise<void>((resolve, reject) => {
+    try {
+      const r: unknown = step(req, res, (err?: unknown) => (err ? reject(err) : resolve()));
+      if (r instanceof Promise) r.catch(reject);
+    } catch (err) {
+      reject(err);
+    }
+  });
 }
 
 /** The media type a client sent, fit to echo: its type/subtype only, printable and short. */

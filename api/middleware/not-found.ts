@@ -4,7 +4,8 @@ import { MethodNotAllowedError, NotFoundError } from '../../shared/errors';
 /** Last route: nothing matched the path → 404 `not-found`. */
 export function notFound(): RequestHandler {
   return (req) => {
-    throw new NotFoundError(`There is no resource at ${req.method} ${truncate(req.path)}.`);
+    // baseUrl: under a mounted router (the board) req.path is relative to the mount point.
+    throw new NotFoundError(`There is no resource at ${req.method} ${truncate(req.baseUrl + req.path)}.`);
   };
 }
 

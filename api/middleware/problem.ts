@@ -103,7 +103,7 @@ export function toProblemError(err: unknown): ProblemError | undefined {
       return new MalformedJsonError(
         where
           ? `The request body is not valid JSON: ${where.reason} at line ${where.line}, column ${where.column} (offset ${where.offset}).`
-          : 'The request body must be a JSON object or array.',
+          : 'The request body must be a JSON object.',
       );
     }
     case 'entity.too.large':
@@ -125,13 +125,12 @@ export function toProblemError(err: unknown): ProblemError | undefined {
     typeof e.status === 'number' ? e.status : typeof e.statusCode === 'number' ? e.statusCode : 0;
   if (status < 400 || status > 499) return undefined;
   if (err instanceof URIError) return new BadRequestError('The request path is not valid percent-encoding.');
-  // zlib's codes (Z_DATA_ERROR, Z_BUF_ERROR, …): the body does not decode as its Content-Encoding says.
-  if (
-    typeof (err as { code?: unknown }).code === 'string' &&
-    (err as { code: string }).code.startsWith('Z_')
-  ) {
+  // zlib's codes (Z_DATA_ERROR, Z_BUF_ERROR, …) and brotli's (ERR__ERROR_FORMAT_…,
+  // ERR_BROTLI_…): the body does not decode as its Content-Encoding says.
+  const code = (err as { code?: unknown }).code;
+  if (typeof code === 'string' && /^(Z_|ERR__ERROR_|ERR_BROTLI)/.test(code)) {
     return new BadRequestError(
-      'The request body does not decode as its Content-Encoding says (e.g. not gzip data under Content-Encoding: gzip).',
+      'The request body does not decode as its Content-Encoding says (e.g. not gzip data under Content-Encoding: gzip, or not brotli under br); send it as it is, without Content-Encoding, or encode it as declared.',
     );
   }
   switch (status) {

@@ -15,6 +15,12 @@ declare global {
       log: Logger;
       /** Set by the auth middleware. */
       principal?: Principal;
+      /**
+       * Why the body was refused (415, 413, malformed JSON, unstorable text), kept by jsonBody
+       * and thrown by requireScope once the scope is known to be right: a caller without the
+       * scope gets its 403, not a lesson in body limits.
+       */
+      bodyError?: unknown;
       /** Parsed params/query/body, set by the validate middleware. */
       valid?: { params?: unknown; query?: unknown; body?: unknown };
     }

@@ -24,6 +24,14 @@ function issuePath(part: string, path: readonly PropertyKey[]): string {
   return [part, ...path.map((p) => (typeof p === 'symbol' ? p.toString() : String(p)))].join('.');
 }
 
+/** zod's own text for a missing field is "expected object, received undefined": say what it means. */
+function messageOf(issue: z.core.$ZodIssue): string {
+  if (issue.code === 'invalid_type' && /received undefined$/.test(issue.message)) {
+    return `is required (${issue.expected})`;
+  }
+  return issue.message;
+}
+
 /**
  * Parse params, query and body with zod (DESIGN.md §3 step 2). Every problem of every part
  * is listed at once: 400 `validation-failed` with `errors: [{path, message}]`, paths like
@@ -31,6 +39,7 @@ function issuePath(part: string, path: readonly PropertyKey[]): string {
  */
 export function validate<S extends RequestSchemas>(schemas: S): RequestHandler {
   return (req, _res, next) => {
+    if (req.bodyError !== undefined) throw req.bodyError;
     const errors: ValidationIssue[] = [];
     const valid: NonNullable<Request['valid']> = {};
     for (const part of PARTS) {
@@ -40,7 +49,7 @@ export function validate<S extends RequestSchemas>(schemas: S): RequestHandler {
       if (result.success) valid[part] = result.data;
       else
         for (const issue of result.error.issues)
-          errors.push({ path: issuePath(part, issue.path), message: issue.message });
+          errors.push({ path: issuePath(part, issue.path), message: messageOf(issue) });
     }
     if (errors.length > 0) throw new ValidationFailedError(errors);
     req.valid = valid;

@@ -8,7 +8,7 @@ import type { Kysely } from 'kysely';
 import type { Database } from '../../shared/db/schema';
 import type { Queues } from '../../queues/producer';
 import { authenticateAdminBoard } from '../middleware/auth';
-import { jsonBody } from '../middleware/json-body';
+import { jsonBody, refuseBadBody } from '../middleware/json-body';
 import { notFound } from '../middleware/not-found';
 
 /** Where the Bull Board is mounted (DESIGN.md §5). */
@@ -50,7 +50,9 @@ export function mountAdminBoard(
       }
       next();
     },
-    ...jsonBody({ limitBytes: deps.bodyLimitBytes }),
+    // The board's own auth already required the admin scope.
+    jsonBody({ limitBytes: deps.bodyLimitBytes }),
+    refuseBadBody,
     board,
     // Paths under the board that it does not serve end here, not in the Bearer-only auth that follows.
     notFound(),

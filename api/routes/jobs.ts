@@ -70,9 +70,9 @@ export function jobsRouter(deps: { queues: Queues }): Router {
       }
       // A job removed between the two reads reports `unknown`: gone, as far as the client can tell.
       if (!found || !KNOWN_STATES.has(found.state)) {
-        throw new NotFoundError(`Queue "${params.queue}" has no job "${params.jobId}".`, {
-          extra: { known_queues: known() },
-        });
+        throw new NotFoundError(
+          `Queue "${params.queue}" has no job "${params.jobId}" (finished jobs are kept for a while, then removed).`,
+        );
       }
       res.json(jobView(params.queue, found.job, found.state as KnownState));
     })

@@ -12,7 +12,8 @@ export const createBackupBodySchema = z.preprocess(
         .trim()
         .min(1, { error: 'label must not be blank' })
         .max(200, { error: 'label must be at most 200 characters' })
-        .optional(),
+        // null as well: a client may send back the `label: null` a backup shows.
+        .nullish(),
     })
     .strict(),
 );

@@ -1,3 +1,4 @@
+import http from 'node:http';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { BACKENDS } from '../helpers/services';
 import { call, expectProblemShape, startApi, type ApiUnderTest } from './api.harness';
@@ -19,11 +20,47 @@ describe.each(BACKENDS)('api authentication ($backend)', ({ makeUrl }) => {
     expect(r.headers.get('www-authenticate')).toMatch(/^(Bearer|Basic) /);
   });
 
-  it('a v1 route challenges with Bearer and the Bull Board with Basic', async () => {
+  it('a v1 route challenges with Bearer and the Bull Board with Basic first, then Bearer (it takes both)', async () => {
     expect((await call(api, '/v1/jobs/noop/1')).headers.get('www-authenticate')).toMatch(/^Bearer /);
-    expect((await call(api, '/admin/queues')).headers.get('www-authenticate')).toMatch(
-      /^Basic realm="taskyard"/,
+    expect((await call(api, '/admin/queues')).headers.get('www-authenticate')).toBe(
+      'Basic realm="taskyard", charset="UTF-8", Bearer realm="taskyard"',
     );
+  });
+
+  it('two Authorization headers get 401 even when the first is a good key (Node would drop the second)', async () => {
+    // fetch would join them into one line; node:http sends an array as separate lines.
+    const { status, body } = await new Promise<{ status: number; body: string }>((resolve, reject) => {
+      const req = http.get(
+        `${api.url}/v1/backups`,
+        {
+          headers: [
+            'host',
+            new URL(api.url).host,
+            'authorization',
+            `Bearer ${api.keys.admin}`,
+            'authorization',
+            'Bearer not-a-key',
+          ],
+        },
+        (res) => {
+          let text = '';
+          res.setEncoding('utf8');
+          res.on('data', (c: string) => (text += c));
+          res.on('end', () => resolve({ status: res.statusCode!, body: text }));
+        },
+      );
+      req.on('error', reject);
+    });
+    expect(status).toBe(401);
+    expect((JSON.parse(body) as { detail: string }).detail).toBe(
+      'Send one Authorization header, not several.',
+    );
+  });
+
+  it('a path under the Bull Board that it does not serve gets a 404 naming the whole path', async () => {
+    const r = await call(api, '/admin/queues/api/nope', { key: api.keys.admin });
+    expectProblemShape(r, 'not-found', 404);
+    expect(r.body.detail).toBe('There is no resource at GET /admin/queues/api/nope.');
   });
 
   it('an unknown key, a revoked key, a malformed header and an over-long header all get 401', async () => {

@@ -89,6 +89,8 @@ describe('GET /v1/jobs/:queue/:jobId', () => {
     const r = await call(api, '/v1/jobs/noop/never-added', { key: api.keys.read });
     expectProblemShape(r, 'not-found', 404);
     expect(r.body.detail).toContain('never-added');
+    // The queue exists: listing the known queues would suggest it did not.
+    expect(r.body.known_queues).toBeUndefined();
   });
 
   it("ids that name BullMQ's own keys get 404, not a 503 that blames Redis", async () => {

@@ -23,10 +23,10 @@ describe('api problem responses', () => {
   const json = { 'content-type': 'application/json' };
 
   it('malformed JSON gets 400 validation-failed saying where it failed', async () => {
-    const r = await call(api, '/v1/jobs/noop/1', {
+    const r = await call(api, '/v1/backups', {
       method: 'POST',
       key: api.keys.write,
-      headers: json,
+      headers: { ...json, 'idempotency-key': 'body-problem' },
       body: '{"label":\n  oops}',
     });
     expectProblemShape(r, 'validation-failed', 400);
@@ -34,11 +34,11 @@ describe('api problem responses', () => {
     expect(r.body.detail).toContain('line 2, column 3');
   });
 
-  it('a JSON scalar body is refused: the top level must be an object or array', async () => {
-    const r = await call(api, '/v1/jobs/noop/1', {
+  it('a JSON scalar body is refused: the top level must be an object', async () => {
+    const r = await call(api, '/v1/backups', {
       method: 'POST',
       key: api.keys.write,
-      headers: json,
+      headers: { ...json, 'idempotency-key': 'body-problem' },
       body: '"x"',
     });
     expectProblemShape(r, 'validation-failed', 400);
@@ -46,10 +46,10 @@ describe('api problem responses', () => {
 
   it('a 1 MiB body gets 413 payload-too-large', async () => {
     const body = JSON.stringify({ blob: 'x'.repeat(1024 * 1024) });
-    const r = await call(api, '/v1/jobs/noop/1', {
+    const r = await call(api, '/v1/backups', {
       method: 'POST',
       key: api.keys.write,
-      headers: json,
+      headers: { ...json, 'idempotency-key': 'body-problem' },
       body,
     });
     expectProblemShape(r, 'payload-too-large', 413);
@@ -58,10 +58,10 @@ describe('api problem responses', () => {
 
   it('a text/plain body, and a body without a Content-Type, get 415 unsupported-media-type', async () => {
     for (const headers of [{ 'content-type': 'text/plain' }, {}] as Record<string, string>[]) {
-      const r = await call(api, '/v1/jobs/noop/1', {
+      const r = await call(api, '/v1/backups', {
         method: 'POST',
         key: api.keys.write,
-        headers,
+        headers: { ...headers, 'idempotency-key': 'media-type' },
         body: new TextEncoder().encode('{"a":1}'),
       });
       expectProblemShape(r, 'unsupported-media-type', 415);
@@ -69,30 +69,93 @@ describe('api problem responses', () => {
     }
   });
 
-  it('a body that is not the gzip its Content-Encoding says gets 400 saying so', async () => {
+  it('a body that is not the gzip or brotli its Content-Encoding says gets 400 saying so', async () => {
+    for (const encoding of ['gzip', 'br']) {
+      const r = await call(api, '/v1/backups', {
+        method: 'POST',
+        key: api.keys.write,
+        headers: {
+          'content-type': 'application/json',
+          'content-encoding': encoding,
+          'idempotency-key': `not-${encoding}`,
+        },
+        body: '{"label":"x"}',
+      });
+      expectProblemShape(r, 'validation-failed', 400);
+      expect(r.body.detail).toContain('does not decode as its Content-Encoding says');
+    }
+  });
+
+  it('the scope is checked before the body: a key without it gets 403 whatever it sends, a key with it the body problem', async () => {
+    const big = JSON.stringify({ label: 'x'.repeat(70 * 1024) });
+    const cases = [
+      { path: '/v1/schedules/backup', method: 'PUT', body: '{', type: 'application/json', problem: 400 },
+      { path: '/v1/backups', method: 'POST', body: big, type: 'application/json', problem: 413 },
+      { path: '/v1/providers', method: 'POST', body: 'x', type: 'text/plain', problem: 415 },
+    ];
+    for (const c of cases) {
+      const send = (key: string) =>
+        call(api, c.path, {
+          method: c.method,
+          key,
+          headers: { 'content-type': c.type, 'idempotency-key': `scope-first-${c.method}` },
+          body: c.body,
+        });
+      const refused = await send(api.keys.read);
+      expectProblemShape(refused, 'forbidden', 403);
+      const admitted = await send(api.keys.admin);
+      expect(admitted.status).toBe(c.problem);
+    }
+  });
+
+  it('a charset other than UTF-8 gets 415 saying so, not a misleading JSON syntax error', async () => {
+    for (const charset of ['utf-16', 'latin1']) {
+      const r = await call(api, '/v1/backups', {
+        method: 'POST',
+        key: api.keys.write,
+        headers: {
+          'content-type': `application/json; charset=${charset}`,
+          'idempotency-key': `cs-${charset}`,
+        },
+        body: '{}',
+      });
+      expectProblemShape(r, 'unsupported-media-type', 415);
+      expect(r.body.detail).toContain(`got charset=${charset}`);
+    }
+  });
+
+  it('a missing field says it is required; label may be null, as backups show it', async () => {
+    const missing = await call(api, '/v1/simulations', {
+      method: 'POST',
+      key: api.keys.write,
+      headers: { ...json, 'idempotency-key': 'missing-scenario' },
+      body: '{"simulation_id":"missing-scenario"}',
+    });
+    expectProblemShape(missing, 'validation-failed', 400);
+    expect(missing.body.errors).toContainEqual({ path: 'body.scenario', message: 'is required (object)' });
+
+    const nullLabel = await call(api, '/v1/backups', {
+      method: 'POST',
+      key: api.keys.write,
+      headers: { ...json, 'idempotency-key': 'null-label' },
+      body: '{"label":null}',
+    });
+    expect(nullLabel.status).toBe(202);
+    expect(nullLabel.body.label).toBeNull();
+  });
+
+  it('a +json media type and a charset parameter are accepted as JSON', async () => {
     const r = await call(api, '/v1/backups', {
       method: 'POST',
       key: api.keys.write,
       headers: {
-        'content-type': 'application/json',
-        'content-encoding': 'gzip',
-        'idempotency-key': 'not-gzip',
+        'content-type': 'application/merge-patch+json; charset=utf-8',
+        'idempotency-key': 'plus-json',
       },
-      body: '{}',
+      body: '{"label":"plus-json"}',
     });
-    expectProblemShape(r, 'validation-failed', 400);
-    expect(r.body.detail).toContain('does not decode as its Content-Encoding says');
-  });
-
-  it('a +json media type and a charset parameter are accepted as JSON', async () => {
-    const r = await call(api, '/v1/jobs/noop/1', {
-      method: 'POST',
-      key: api.keys.write,
-      headers: { 'content-type': 'application/merge-patch+json; charset=utf-8' },
-      body: '{"a":1}',
-    });
-    // Parsed fine, then the route refuses the method.
-    expectProblemShape(r, 'method-not-allowed', 405);
+    expect(r.status).toBe(202);
+    expect(r.body.label).toBe('plus-json');
   });
 
   it('an unknown route gets 404 not-found', async () => {

@@ -106,6 +106,20 @@ describe.each(BACKENDS)('backups end to end ($backend)', ({ makeUrl }) => {
     );
     expect(verified.verification).toMatchObject({ status: 'passed', error: null });
     expect(verified.verification.verified_at).toMatch(/Z$/);
+
+    // A new verification shows its own outcome fields, not the previous run's.
+    const again = await call(api, `/v1/backups/${id}/verify`, {
+      method: 'POST',
+      key: api.keys.write,
+      headers: { 'content-type': 'application/json', 'idempotency-key': 'verify-2' },
+      body: '{}',
+    });
+    expect(again.status).toBe(202);
+    expect(again.body.verification).toEqual({ status: 'queued', verified_at: null, error: null });
+    await waitFor(async () => ((await get(id)).body.verification.status === 'passed' ? true : undefined), {
+      timeoutMs: 30_000,
+      what: 'second verification passed',
+    });
   });
 
   it('two worker processes never run two backups at once, and retention keeps the newest 2 with their files', async () => {

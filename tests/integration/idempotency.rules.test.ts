@@ -4,7 +4,7 @@ import type { Server } from 'node:http';
 import net, { type AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { idempotency, IDEMPOTENCY_LEASE_MS } from '../../api/middleware/idempotency';
-import { jsonBody } from '../../api/middleware/json-body';
+import { jsonBody, refuseBadBody } from '../../api/middleware/json-body';
 import { problemHandler } from '../../api/middleware/problem';
 import { requestContext } from '../../api/middleware/request-id';
 import { ManualClock } from '../../shared/clock';
@@ -249,7 +249,7 @@ describe.each(BACKENDS)('Idempotency claim release on 5xx ($backend)', ({ backen
       req.principal = { id: api.principalIds.write, name: 'w', scopes: ['write'] };
       next();
     });
-    app.use(...jsonBody({ limitBytes: 65536 }));
+    app.use(jsonBody({ limitBytes: 65536 }), refuseBadBody);
     const keyed = idempotency(
       { db: api.db.db, config: { IDEMPOTENCY_TTL_HOURS: 24 }, clock: new ManualClock() },
       { required: true },

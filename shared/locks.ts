@@ -49,7 +49,7 @@ export interface SingleRunnerContext {
    * it holds the lock therefore knows the counter was reset: this raises the counter above
    * `stored`, takes a fresh token, sets `fence` to it and returns it. Only ever call it
    * while holding the lock; a stale holder's older token stays below the new one.
-   * @throws StaleFenceError when the counter is not behind `stored` (a newer holder wrote it).
+   * @throws StaleFenceError when the counter is past `stored` (a newer holder took a token).
    */
   advanceFencePast(stored: number): Promise<number>;
 }
@@ -57,13 +57,17 @@ export interface SingleRunnerContext {
 /**
  * Raise a fencing counter past a stored fence, only when the counter is behind it.
  * KEYS[1]: the fence counter. ARGV[1]: the fence found in the database (integer).
- * Returns the new token (stored + 1), or -1 when the counter is already at or past the
- * stored fence: then the row was written by a newer holder, not before a reset.
+ * ARGV[2]: the caller's token. Returns the new token (stored + 1), or -1 when someone took a
+ * token after the caller's (a newer holder exists), or the counter is already past the
+ * stored fence: then the row was written by a newer holder, not before a reset. A stored
+ * fence equal to the caller's own token is a reset too: the counter climbed back to it, and
+ * an older holder may still be running with that same token.
  */
 const ADVANCE_FENCE_LUA = `
 local current = tonumber(redis.call('GET', KEYS[1]) or '0')
 local stored = tonumber(ARGV[1])
-if current >= stored then return -1 end
+local token = tonumber(ARGV[2])
+if current ~= token or current > stored then return -1 end
 redis.call('SET', KEYS[1], stored)
 return redis.call('INCR', KEYS[1])
 `;
@@ -275,6 +279,7 @@ export function createLocks(deps: LocksDeps): Locks {
                   1,
                   redisKeys.fence(prefix, scope),
                   Math.floor(stored),
+                  fence,
                 ),
               );
               if (next < 0) throw new StaleFenceError(scope, fence);

@@ -167,7 +167,8 @@ export async function startBackupVerification(
     .set({ verify_status: 'running', fence: a.fence })
     .where('id', '=', a.id)
     .where('verify_status', 'in', ['queued', 'running'])
-    .where('fence', '<=', a.fence)
+    // Strictly newer, as in startFencedRun.
+    .where('fence', '<', a.fence)
     .executeTakeFirst();
   return Number(r.numUpdatedRows) === 1;
 }

@@ -34,7 +34,9 @@ export async function startFencedRun(
     }))
     .where('id', '=', a.id)
     .where('status', 'in', ['queued', 'running'])
-    .where('fence', '<=', a.fence)
+    // Strictly newer: a start takes a fresh token, so an equal stored fence means the counter
+    // was reset (Redis lost it) and another holder may still be running with that token.
+    .where('fence', '<', a.fence)
     .executeTakeFirst();
   if (Number(r.numUpdatedRows) === 1) return 'started';
   const row = (await loose.selectFrom(table).select('status').where('id', '=', a.id).executeTakeFirst()) as

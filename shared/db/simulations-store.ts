@@ -133,14 +133,15 @@ export async function startSimulationRun(
     .where('id', '=', a.id)
     .where('status', 'in', ['queued', 'running'])
     .where('cancel_requested_at', 'is', null)
-    .where('fence', '<=', a.fence)
+    // Strictly newer, as in startFencedRun: an equal token after a counter reset is stale.
+    .where('fence', '<', a.fence)
     .returningAll()
     .executeTakeFirst();
   if (row) return { outcome: 'started', row };
   const existing = await getSimulation(db, a.id);
   if (!existing) return { outcome: 'missing' };
   if (isTerminalSimulation(existing.status)) return { outcome: 'terminal', row: existing };
-  if (Number(existing.fence) > a.fence) return { outcome: 'stale-fence', row: existing };
+  if (Number(existing.fence) >= a.fence) return { outcome: 'stale-fence', row: existing };
   return { outcome: 'cancel-requested', row: existing };
 }
 

@@ -8,6 +8,9 @@ import {
   startSimulationRun,
   upsertSimulationCheckpoint,
 } from '../../shared/db/simulations-store';
+import { createLocks, withFenceRecovery } from '../../shared/locks';
+import { createLogger } from '../../shared/logger';
+import { redisKeys } from '../../shared/redis';
 import { BACKENDS } from '../helpers/services';
 import { startApi, type ApiUnderTest } from './api.harness';
 
@@ -107,5 +110,56 @@ describe.each(BACKENDS)('simulation writes are fenced ($backend)', ({ makeUrl })
     expect(await upsertSimulationCheckpoint(db, cp(4))).toBe(false);
     expect(await upsertSimulationCheckpoint(db, cp(6))).toBe(true);
     expect((await getSimulationCheckpoint(db, 'fenced-2'))?.state).toBe('"cp-6"');
+  });
+
+  it('after Redis loses the counter, a new holder given the very token the row holds advances past it, and the old holder is refused', async () => {
+    const db = api.db.db;
+    const id = 'fenced-reset';
+    const scope = `simulation:${id}`;
+    await db
+      .insertInto('simulations')
+      .values({ id, status: 'queued', scenario: '{}', created_at: Date.now() })
+      .execute();
+    const locks = createLocks({
+      redis: api.redis,
+      prefix: api.prefix,
+      logger: createLogger({ level: 'silent' }),
+    });
+
+    // Holder 1, on the run's first attempt: token 1. Then Redis loses its data (counter and
+    // lock) while holder 1 still runs.
+    const first = await locks.withSingleRunner(scope, async (lock) => {
+      expect(
+        (await startSimulationRun(db, { id, fence: lock.fence, now: Date.now(), progressBp: 0 })).outcome,
+      ).toBe('started');
+      return lock.fence;
+    });
+    expect(first).toBe(1);
+    await api.redis.del(redisKeys.fence(api.prefix, scope));
+
+    // Holder 2 gets token 1 again. An equal token must not start: it advances past the row.
+    const second = await locks.withSingleRunner(scope, async (lock) => {
+      expect(lock.fence).toBe(1);
+      const r = await withFenceRecovery(
+        lock,
+        (fence) => startSimulationRun(db, { id, fence, now: Date.now(), progressBp: 0 }),
+        (x) => x.outcome === 'stale-fence',
+        (x) => ('row' in x ? Number(x.row.fence) : 0),
+      );
+      expect(r.outcome).toBe('started');
+      return lock.fence;
+    });
+    expect(second).toBe(2);
+
+    // Holder 1's late writes change nothing.
+    expect(await recordSimulationProgress(db, { id, fence: 1, progressBp: 5000 })).toBeUndefined();
+    expect(await saveSimulationCheckpoint(db, { ...checkpoint(1, '"late"'), simulationId: id })).toBe(false);
+    const row = await db
+      .selectFrom('simulations')
+      .select(['fence', 'attempts'])
+      .where('id', '=', id)
+      .executeTakeFirstOrThrow();
+    expect(Number(row.fence)).toBe(2);
+    expect(Number(row.attempts)).toBe(2);
   });
 });

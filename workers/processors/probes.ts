@@ -89,7 +89,8 @@ async function cycleUnderLock(
   const now = () => deps.clock.now().getTime();
   // A provider fenced above our token while we hold the lock means Redis lost its counter.
   const stored = Math.max(await maxProviderFence(db), Number((await getProbeRun(db, runId))?.fence ?? 0));
-  if (stored > lock.fence) await lock.advanceFencePast(stored);
+  // Equal counts too: a start takes a fresh token, so an equal stored one predates a reset.
+  if (stored >= lock.fence) await lock.advanceFencePast(stored);
   const started = await startProbeRun(db, { id: runId, fence: lock.fence, now: now() });
   if (started === 'stale-fence') throw new StaleFenceError(SCOPE, lock.fence);
   if (started !== 'started') {

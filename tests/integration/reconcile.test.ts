@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import { Worker, type Job } from 'bullmq';
+import { UnrecoverableError, Worker, type Job } from 'bullmq';
 import { createRedis } from '../../shared/redis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createLogger } from '../../shared/logger';
@@ -151,5 +151,66 @@ describe.each(BACKENDS)('reconciler ($backend)', ({ makeUrl }) => {
     expect(await queue.getJobState(jobId)).toBe('waiting');
     // The completed job was replaced, not kept beside the new one (ids are unique per queue).
     expect(await queue.getJobCounts('completed')).toEqual({ completed: 0 });
+  });
+
+  it('settles work whose job failed for good before its last attempt (stalled too often), and a manual probe run still queued', async () => {
+    const simId = `rec-stalled-${randomUUID().slice(0, 8)}`;
+    await insertSimulationIfAbsent(api.db.db, {
+      id: simId,
+      scenarioJson: '{}',
+      createdBy: null,
+      now: now(),
+    });
+    await api.db.db
+      .updateTable('simulations')
+      .set({ status: 'running', fence: 2 })
+      .where('id', '=', simId)
+      .execute();
+    const probeRun = await insertProbeRun(api.db.db, { id: randomUUID(), trigger: 'manual', now: now() });
+
+    // Each job fails for good with attempts left, as BullMQ fails a job that stalled more
+    // than maxStalledCount, after one attempt of 5.
+    const failForGood = async (queueName: string, jobName: string, data: object, jobId: string) => {
+      const queue = api.queues.get(queueName);
+      await queue.obliterate({ force: true });
+      await queue.add(jobName, data, { jobId, attempts: 5 });
+      const token = 'test-token';
+      const connection = createRedis(api.config.REDIS_URL, 'worker');
+      const w = new Worker(queueName, null, { connection, prefix: api.prefix });
+      try {
+        const taken = await w.getNextJob(token);
+        expect(taken?.id).toBe(jobId);
+        // UnrecoverableError: no retry, the way a stall past the limit ends a job.
+        await taken!.moveToFailed(
+          new UnrecoverableError('job stalled more than allowable limit'),
+          token,
+          false,
+        );
+      } finally {
+        await w.close();
+        connection.disconnect();
+      }
+      const job = await queue.getJob(jobId);
+      expect(await job!.getState()).toBe('failed');
+      expect(job!.attemptsMade).toBeLessThan(5);
+    };
+    await failForGood('simulations', 'run-simulation', { simulation_id: simId }, `sim-${simId}`);
+    await failForGood('probes', 'probe-cycle', { run_id: probeRun.id }, `probe-run-${probeRun.id}`);
+
+    await reconcile({} as Job, ctx);
+    const sim = await api.db.db
+      .selectFrom('simulations')
+      .selectAll()
+      .where('id', '=', simId)
+      .executeTakeFirstOrThrow();
+    expect(sim.status).toBe('failed');
+    expect(sim.error).toMatch(/job failed for good: job stalled more than allowable limit/);
+    const run = await api.db.db
+      .selectFrom('probe_runs')
+      .selectAll()
+      .where('id', '=', probeRun.id)
+      .executeTakeFirstOrThrow();
+    expect(run.status).toBe('failed');
+    expect(run.error).toMatch(/job failed for good/);
   });
 });

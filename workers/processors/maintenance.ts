@@ -12,7 +12,8 @@ import {
   listUnfinishedSimulations,
 } from '../../shared/db/simulations-store';
 import { simulationJobId } from '../../queues/simulation-producer';
-import { finishProbeRun, getProbeRun, listUnfinishedManualProbeRuns } from '../../shared/db/probe-runs-store';
+import { failFencedRun } from '../../shared/db/fenced-run';
+import { getProbeRun, listUnfinishedManualProbeRuns } from '../../shared/db/probe-runs-store';
 import {
   failPruningRun,
   getPruningRun,
@@ -147,8 +148,10 @@ export function createMaintenanceProcessors(deps: MaintenanceDeps): Record<strin
       );
       return 'requeued';
     }
-    const final = job.attemptsMade >= (job.opts.attempts ?? 1);
-    if (final && state === 'failed') {
+    // BullMQ leaves a job in `failed` only for good: one with attempts left waits in `delayed`
+    // or `wait`. A job can fail for good before its last attempt, too: one that stalled more
+    // often than maxStalledCount (its worker was killed twice) fails at once.
+    if (state === 'failed') {
       const error = `job failed for good: ${job.failedReason || 'unknown reason'}`;
       if (await failStuck(error)) {
         ctx.logger.info(
@@ -259,17 +262,9 @@ export function createMaintenanceProcessors(deps: MaintenanceDeps): Record<strin
               resource: `probe-run:${row.id}`,
               stillUnfinished: async () => unfinished((await getProbeRun(db, row.id))?.status),
             },
-            async (error) =>
-              row.status === 'running' &&
-              finishProbeRun(db, {
-                id: row.id,
-                fence: Number(row.fence),
-                now: now(),
-                status: 'failed',
-                probed: 0,
-                failed: 0,
-                error,
-              }),
+            // Queued too: a cycle whose only attempt failed before it started the run.
+            (error) =>
+              failFencedRun(db, 'probe_runs', { id: row.id, fence: Number(row.fence), now: now(), error }),
           ),
         );
       }

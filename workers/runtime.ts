@@ -1,8 +1,9 @@
-import { UnrecoverableError, WaitingError, Worker, type Job, type WorkerOptions } from 'bullmq';
+import { DelayedError, UnrecoverableError, WaitingError, Worker, type Job, type WorkerOptions } from 'bullmq';
 import type { Redis } from 'ioredis';
 import type { QueueDefinition } from '../queues/definition';
 import type { Clock } from '../shared/clock';
 import { queueConcurrency, type Config, type QueueConcurrency } from '../shared/config';
+import { isDatabaseUnavailable } from '../shared/db/unavailable';
 import { UnknownJobError } from '../shared/errors';
 import { createLifecycle, type Lifecycle } from '../shared/lifecycle';
 import { containListener, type Logger } from '../shared/logger';
@@ -208,10 +209,30 @@ function makeProcessor(
         );
         throw new WaitingError();
       }
+      // The database is down or refusing connections: the job did nothing wrong. Accepted
+      // work waits the outage out instead of spending its attempts (a 30 s outage used to
+      // fail simulations that had never started). A scheduler's tick is not delayed: the
+      // next tick replaces it, and delayed ticks would pile up for as long as the outage.
+      if (token !== undefined && job.repeatJobKey === undefined && isDatabaseUnavailable(err)) {
+        await job.moveToDelayed(Date.now() + DATABASE_UNAVAILABLE_DELAY_MS, token);
+        queueLogger.warn(
+          {
+            job_id: job.id,
+            job_name: job.name,
+            delay_ms: DATABASE_UNAVAILABLE_DELAY_MS,
+            err: { message: err instanceof Error ? err.message : String(err) },
+          },
+          'database unavailable: job delayed without spending an attempt',
+        );
+        throw new DelayedError();
+      }
       throw err;
     }
   };
 }
+
+/** How long a job waits before it tries again when the database could not serve it. */
+export const DATABASE_UNAVAILABLE_DELAY_MS = 5_000;
 
 /**
  * Log job transitions, and worker trouble; listeners never throw.

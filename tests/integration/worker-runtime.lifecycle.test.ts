@@ -1,10 +1,12 @@
 import { Queue } from 'bullmq';
 import type { Redis } from 'ioredis';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { sql } from 'kysely';
 import { z } from 'zod';
 import { defineQueue } from '../../queues/definition';
 import { noopQueue } from '../../queues/noop';
 import { loadConfig, type Config } from '../../shared/config';
+import { createDatabase } from '../../shared/db/database';
 import { UnrestartableError } from '../../shared/errors';
 import { DrainTimeoutError } from '../../shared/lifecycle';
 import { createLogger } from '../../shared/logger';
@@ -12,7 +14,7 @@ import { createRedis, deleteKeysWithPrefix } from '../../shared/redis';
 import { createNoopProcessor, noopEffectsKey } from '../../workers/processors/noop';
 import { buildRegistry, type JobProcessor } from '../../workers/registry';
 import { createWorkerRuntime, type WorkerRuntime, type WorkerRuntimeOptions } from '../../workers/runtime';
-import { startGate, testRedisUrl, uniquePrefix, waitFor } from '../helpers/services';
+import { closedPort, startGate, testRedisUrl, uniquePrefix, waitFor } from '../helpers/services';
 
 /** A queue for this test only: its `wait` job blocks until the test opens the job's gate. */
 const gatedQueue = defineQueue({
@@ -241,5 +243,54 @@ describe('worker runtime lifecycle', () => {
     await waitFor(async () => (await jobState(noop, 'after-restart')) === 'completed', {
       what: 'job after-restart to complete',
     });
+  });
+
+  it('a job the database could not serve is delayed without spending an attempt, then completes', async () => {
+    // A real driver error: Postgres on a port where nothing listens (ECONNREFUSED).
+    const down = await createDatabase(`postgres://postgres@127.0.0.1:${await closedPort()}/test`);
+    const outageQueue = defineQueue({
+      name: 'outage',
+      jobs: { work: z.object({ id: z.string() }) },
+      // One attempt: a failure that spent it would fail the job for good.
+      defaultJobOptions: { attempts: 1 },
+    });
+    let calls = 0;
+    const processor: JobProcessor<{ id: string }> = async () => {
+      calls++;
+      if (calls === 1) await sql`select 1`.execute(down.db);
+      return 'done';
+    };
+    const lines: Array<{ msg?: string; delay_ms?: number }> = [];
+    const runtime = makeRuntime({
+      queues: [outageQueue],
+      registry: buildRegistry({ outage: { work: processor } }),
+      logger: createLogger({ level: 'warn' }, { write: (l: string) => void lines.push(JSON.parse(l)) }),
+    });
+    const queue = new Queue(outageQueue.name, {
+      connection: redis,
+      prefix,
+      defaultJobOptions: { attempts: 1 },
+    });
+    try {
+      await runtime.start();
+      await queue.add('work', { id: 'o-1' }, { jobId: 'o-1' });
+      await waitFor(async () => (await jobState(queue, 'o-1')) === 'completed', {
+        what: 'the delayed job completed',
+        timeoutMs: 20_000,
+        intervalMs: 100,
+      });
+      const job = (await queue.getJob('o-1'))!;
+      expect(job.returnvalue).toBe('done');
+      expect(job.attemptsMade).toBe(1);
+      expect(calls).toBe(2);
+      expect(
+        lines.filter((l) => l.msg === 'database unavailable: job delayed without spending an attempt'),
+      ).toEqual([expect.objectContaining({ delay_ms: 5000 })]);
+    } finally {
+      await runtime.stop();
+      await queue.obliterate({ force: true });
+      await queue.close();
+      await down.close();
+    }
   });
 });

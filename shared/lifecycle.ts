@@ -1,4 +1,5 @@
 import { systemClock, type Clock } from './clock';
+import { withDeadline } from './deadline';
 import { UnrestartableError } from './errors';
 import type { Logger } from './logger';
 
@@ -61,6 +62,11 @@ export interface LifecycleHooks {
 export interface LifecycleOptions {
   /** How long stop() waits for the drain hook before force-closing. Config DRAIN_TIMEOUT_MS. */
   drainTimeoutMs: number;
+  /**
+   * After a drain timeout, how long the force close and the cleanups may take before stop()
+   * gives up on them (a connection that never answers, e.g. Redis down). @defaultValue 5000
+   */
+  forceCloseGraceMs?: number;
   logger: Logger;
   /** Measures drain durations for the logs. @defaultValue systemClock */
   clock?: Clock;
@@ -179,13 +185,27 @@ export function createLifecycle(hooks: LifecycleHooks, opts: LifecycleOptions): 
         `${name}: active work outlived the drain timeout: force-closing`,
       );
     }
+    const graceMs = opts.forceCloseGraceMs ?? 5_000;
+    const closing = (async () => {
+      try {
+        await hooks.forceClose();
+      } catch (err) {
+        logger.error({ err }, `${name}: force close failed`);
+        errors.push(err);
+      }
+      errors.push(...(await runCleanups()));
+    })();
+    // Closing waits on connections; one that never answers (Redis down) must not keep the
+    // process from exiting: what is left is abandoned, and the process exits anyway.
     try {
-      await hooks.forceClose();
+      await withDeadline(`${name}: force close and cleanups`, graceMs, closing);
     } catch (err) {
-      logger.error({ err }, `${name}: force close failed`);
+      logger.error(
+        { grace_ms: graceMs },
+        `${name}: force close and cleanups did not finish within ${graceMs} ms: leaving them`,
+      );
       errors.push(err);
     }
-    errors.push(...(await runCleanups()));
     // Work of this run may still be executing: a second run must never start beside it.
     transition('unrestartable');
     const cause =

@@ -16,6 +16,7 @@ import { ConfigError } from '../shared/errors';
 import { DrainTimeoutError } from '../shared/lifecycle';
 import { createLogger } from '../shared/logger';
 import { createRedis } from '../shared/redis';
+import { withDeadline } from '../shared/deadline';
 import { handleShutdownSignals } from '../shared/signals';
 import { buildProcessors } from './processors/index';
 import { createWorkerRuntime } from './runtime';
@@ -29,6 +30,8 @@ import { schedulesFor } from '../queues/schedules';
 const EXIT_USAGE = 64;
 /** sysexits EX_SOFTWARE: the drain timed out; unfinished jobs went back to their queues. */
 const EXIT_DRAIN_TIMEOUT = 70;
+/** How long closing the queues and connections may take at exit. */
+const CLOSE_GRACE_MS = 5_000;
 
 const USAGE = `Usage: taskyard worker [--queues <name,name,...>]
 
@@ -101,11 +104,19 @@ async function main(): Promise<void> {
   let redis: Redis | undefined;
   let producers: Queues | undefined;
   const closeResources = async () => {
-    await producers?.close().catch((err: unknown) => logger.error({ err }, 'closing queues failed'));
-    await Promise.allSettled([
-      redis?.quit().catch(() => redis?.disconnect()),
-      db?.close().catch((err: unknown) => logger.error({ err }, 'closing the database failed')),
-    ]);
+    const closing = (async () => {
+      await producers?.close().catch((err: unknown) => logger.error({ err }, 'closing queues failed'));
+      await Promise.allSettled([
+        redis?.quit().catch(() => redis?.disconnect()),
+        db?.close().catch((err: unknown) => logger.error({ err }, 'closing the database failed')),
+      ]);
+    })();
+    // With Redis away, closing the queues waits for a connection that may never come back:
+    // the process exits anyway, after a bounded wait.
+    await withDeadline('closing connections', CLOSE_GRACE_MS, closing).catch(() => {
+      logger.error({ grace_ms: CLOSE_GRACE_MS }, 'closing connections did not finish in time: dropping them');
+      redis?.disconnect();
+    });
   };
 
   try {

@@ -1,3 +1,7 @@
+import { spawn } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 import { Queue } from 'bullmq';
 import type { Redis } from 'ioredis';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
@@ -5,7 +9,7 @@ import { noopQueue } from '../../queues/noop';
 import { createRedis, deleteKeysWithPrefix } from '../../shared/redis';
 import { noopEffectsKey } from '../../workers/processors/noop';
 import { assertNoLeakedChildren, killAllChildren, spawnTsx, type SpawnedProcess } from '../helpers/processes';
-import { testRedisUrl, testSqliteUrl, uniquePrefix, waitFor } from '../helpers/services';
+import { closedPort, testRedisUrl, testSqliteUrl, uniquePrefix, waitFor } from '../helpers/services';
 
 /**
  * The real worker process (workers/main.ts) under SIGTERM/SIGINT (DESIGN.md §4.4): a job that
@@ -20,8 +24,8 @@ const prefix = uniquePrefix('worker-drain');
 let redis: Redis;
 let queue: Queue;
 
-function startWorker(name: string, env: Record<string, string> = {}): SpawnedProcess {
-  return spawnTsx(name, 'workers/main.ts', ['--queues', 'noop'], {
+function startWorker(name: string, env: Record<string, string> = {}, queues = 'noop'): SpawnedProcess {
+  return spawnTsx(name, 'workers/main.ts', ['--queues', queues], {
     ...process.env,
     TASKYARD_ENV: 'test',
     DATABASE_URL: testSqliteUrl('worker-drain'),
@@ -128,4 +132,43 @@ describe('worker process drain', () => {
     expect(worker.logs.some((l) => l.msg === 'second shutdown signal: exiting at once')).toBe(true);
     expect(worker.logs.some((l) => l.msg === 'job completed')).toBe(false);
   });
+
+  it('SIGTERM while Redis is unreachable still ends the worker (drain timeout, bounded close), without a second signal', async () => {
+    // A Redis of this test's own, so it can be stopped under the worker.
+    const port = await closedPort();
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'taskyard-redis-down-'));
+    const server = spawn(
+      'redis-server',
+      ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir],
+      { stdio: 'ignore' },
+    );
+    try {
+      const url = `redis://127.0.0.1:${port}`;
+      const probe = createRedis(url, 'client');
+      probe.on('error', () => undefined); // refused until the server is up, and after it stops
+      await waitFor(async () => (await probe.ping()) === 'PONG', { what: 'private redis up' });
+      // Every queue, so the schedule sync and the maintenance ticks hold connections too.
+      const worker = startWorker(
+        'redis-down',
+        { REDIS_URL: url, DRAIN_TIMEOUT_MS: '1000' },
+        'noop,backups,simulations,pruning,probes,maintenance',
+      );
+      await worker.waitForLog(isReady, { what: 'worker ready', timeoutMs: 30_000 });
+      await probe.shutdown('NOSAVE').catch(() => undefined);
+      probe.disconnect();
+      if (server.exitCode === null && server.signalCode === null) {
+        await new Promise((resolve) => server.once('exit', resolve));
+      }
+
+      worker.signal('SIGTERM');
+      // Drain timeout (1 s) + bounded force close (5 s) + bounded close of connections (5 s).
+      const exit = await worker.waitForExit(30_000);
+      // 70: the drain timed out (BullMQ cannot close its workers without Redis); 0 if it did not.
+      expect([0, EXIT_DRAIN_TIMEOUT]).toContain(exit.code);
+      expect(worker.logs.some((l) => l.msg === 'second shutdown signal: exiting at once')).toBe(false);
+    } finally {
+      if (server.exitCode === null) server.kill('SIGKILL');
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  }, 60_000);
 });

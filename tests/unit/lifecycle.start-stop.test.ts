@@ -151,6 +151,32 @@ describe('lifecycle', () => {
     }
   });
 
+  it('after a drain timeout, a force close and cleanups that never finish are abandoned after the grace, and stop() still rejects', async () => {
+    const drainGate = startGate();
+    const never = startGate();
+    const { hooks } = fakeHooks({ drainGate });
+    hooks.forceClose = () => never.wait();
+    const { logger, lines } = captureLogger();
+    const lc = createLifecycle(hooks, { drainTimeoutMs: 50, forceCloseGraceMs: 100, logger });
+    await lc.start();
+    lc.onCleanup(() => never.wait());
+    try {
+      const started = performance.now();
+      const err = await lc.stop().catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(DrainTimeoutError);
+      expect(performance.now() - started).toBeLessThan(5_000);
+      expect(lc.state).toBe('unrestartable');
+      expect(
+        lines.some(
+          (l) => l.msg === 'fake: force close and cleanups did not finish within 100 ms: leaving them',
+        ),
+      ).toBe(true);
+    } finally {
+      drainGate.open();
+      never.open();
+    }
+  });
+
   it('cleanups run in reverse order of registration even when one throws, and the error is reported', async () => {
     const order: string[] = [];
     const boom = new Error('close failed');

@@ -6,6 +6,7 @@ import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { createClient } from '../../shared/client';
 import { createDatabase, type DatabaseHandle } from '../../shared/db/database';
 import { createRedis, deleteKeysWithPrefix } from '../../shared/redis';
+import { expectEachBackupRanOnce } from '../helpers/backups-ran-once';
 import { assertNoLeakedChildren, killAllChildren, spawnTsx } from '../helpers/processes';
 import { startGate, testRedisUrl, testSqliteUrl, uniquePrefix, waitFor } from '../helpers/services';
 
@@ -110,37 +111,7 @@ describe('a Redis restart under load', () => {
     expect(new Set(ids).size).toBe(BEFORE + DURING);
 
     db = await createDatabase(databaseUrl);
-    const manual = () =>
-      db!.db.selectFrom('backups').selectAll().where('trigger', '=', 'manual').orderBy('label').execute();
-    await waitFor(async () => (await manual()).every((r) => r.status === 'succeeded'), {
-      what: 'every manual backup succeeded',
-      timeoutMs: 90_000,
-      intervalMs: 200,
-    }).catch(async (e: unknown) => {
-      const rows = await manual();
-      const worst = [...api.logs, ...worker.logs].filter((l) => (l.level ?? 0) >= 50);
-      throw new Error(
-        `${(e as Error).message}; rows ${JSON.stringify(rows.map((r) => [r.label, r.status, r.attempts]))}; ` +
-          `error lines ${JSON.stringify(worst.map((l) => [l.name, l.msg]))}`,
-        { cause: e },
-      );
-    });
-    const rows = await manual();
-    expect(rows.map((r) => r.id).sort()).toEqual([...ids].sort());
-    const files = fs.readdirSync(backupDir);
-    for (const row of rows) expect(files).toContain(path.basename(row.file_name!));
-    expect(files.filter((f) => f.endsWith('.tmp'))).toEqual([]);
-    const succeededLines = () =>
-      worker.logs.filter((l) => l.msg === 'backup succeeded' && ids.includes(String(l.backup_id)));
-    await waitFor(() => succeededLines().length >= ids.length, {
-      what: 'a backup succeeded line per backup',
-      timeoutMs: 10_000,
-    });
-    expect(
-      succeededLines()
-        .map((l) => String(l.backup_id))
-        .sort(),
-    ).toEqual([...ids].sort());
+    await expectEachBackupRanOnce({ db, ids, backupDir, api, worker, timeoutMs: 90_000 });
 
     expect([...api.logs, ...worker.logs].filter((l) => l.level === 60).map((l) => l.msg)).toEqual([]);
     api.signal('SIGTERM');

@@ -79,3 +79,30 @@ export async function noteFencedRunError(
     .where('fence', '<=', a.fence)
     .execute();
 }
+
+/** What a run left `running` by a holder that is gone says about itself. */
+export const ABANDONED_RUN_ERROR =
+  'abandoned: its worker stopped without finishing it (a later run took the lock); nothing more will run for it';
+
+/**
+ * Runs of a single-runner scope (pruning, probes) that still say `running` while the caller
+ * holds that scope's lock cannot be running: their holder died, or its last write was lost
+ * (a scheduled run whose tick failed while the database was away). Marks them failed, fenced
+ * below the caller's token. Queued runs are left alone: they wait for their turn.
+ * @returns the ids marked failed
+ */
+export async function failAbandonedRuns(
+  db: Kysely<Database>,
+  table: 'pruning_runs' | 'probe_runs',
+  a: { exceptId: string; fence: number; now: number },
+): Promise<string[]> {
+  const rows = (await (db as Kysely<any>)
+    .updateTable(table)
+    .set({ status: 'failed', finished_at: a.now, error: ABANDONED_RUN_ERROR })
+    .where('status', '=', 'running')
+    .where('id', '!=', a.exceptId)
+    .where('fence', '<', a.fence)
+    .returning('id')
+    .execute()) as Array<{ id: string }>;
+  return rows.map((r) => r.id);
+}

@@ -1,6 +1,7 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { ABANDONED_RUN_ERROR } from '../../shared/db/fenced-run';
 import { randomUUID } from 'node:crypto';
 import { Worker } from 'bullmq';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
@@ -404,6 +405,30 @@ describe.each(BACKENDS)('pruning ($backend)', ({ makeUrl }) => {
     const next = await prune();
     expect(next).toMatchObject({ status: 'succeeded', counts: { idempotency_keys: 3 } });
     expect(await countRows('idempotency_keys')).toBe(0);
+  });
+
+  it('a run left running by a holder that is gone is marked failed by the next run to take the lock, once', async () => {
+    // A scheduled run whose tick failed while the database was away: its last write was lost.
+    const leftId = await newRun();
+    await db()
+      .updateTable('pruning_runs')
+      .set({ status: 'running', fence: 0, started_at: clock.now().getTime() })
+      .where('id', '=', leftId)
+      .execute();
+    const next = await prune();
+    expect(next).toMatchObject({ status: 'succeeded' });
+    const left = await runRow(leftId);
+    expect(left.status).toBe('failed');
+    expect(left.error).toBe(ABANDONED_RUN_ERROR);
+    expect(
+      api.logs.filter(
+        (l) => l.includes('earlier pruning runs left running were marked failed') && l.includes(leftId),
+      ),
+    ).toHaveLength(1);
+    // Queued runs wait their turn; only running ones are abandoned.
+    const queued = await newRun();
+    await prune();
+    expect((await runRow(queued)).status).toBe('queued');
   });
 
   it('a run that finds the pruning scope busy is recorded skipped at once, and the backups part waits for no backup', async () => {

@@ -1,5 +1,6 @@
 import type { Clock } from '../../shared/clock';
 import type { Config } from '../../shared/config';
+import { failAbandonedRuns } from '../../shared/db/fenced-run';
 import { parseProviderHeaders } from '../../shared/contract/providers';
 import type { DatabaseHandle } from '../../shared/db/database';
 import {
@@ -98,6 +99,14 @@ async function cycleUnderLock(
     return { run_id: runId, outcome: started, probed: 0, failed: 0 };
   }
   log.info({ scope: SCOPE, fence: lock.fence, status: 'running' }, 'probe run running');
+  const abandoned = await failAbandonedRuns(db, 'probe_runs', {
+    exceptId: runId,
+    fence: lock.fence,
+    now: now(),
+  });
+  if (abandoned.length > 0) {
+    log.info({ run_ids: abandoned, status: 'failed' }, 'earlier probe runs left running were marked failed');
+  }
 
   try {
     const providers = await listEnabledProviders(db);

@@ -18,11 +18,13 @@ import { migrateToLatest, migrationStatus } from '../shared/db/migrate';
 import { restoreArchive } from '../shared/db/restore';
 import { settleRestoredBackups } from '../shared/db/backups-store';
 import { ConfigError, MigrationIntegrityError, toError } from '../shared/errors';
+import { SIMULATION_ID_PATTERN } from '../shared/contract/simulations-api';
 import { SCOPES, type Scope } from '../shared/types';
+import { simulate } from './simulate';
 
 /**
- * The `taskyard` operator command: migrations, API keys and restores. Every command but
- * restore (which names its target with --database-url) reads DATABASE_URL
+ * The `taskyard` operator command: migrations, API keys, restores, and starting a
+ * simulation through the api. migrate and keys read DATABASE_URL
  * through loadConfig. Exit codes: 0 done, 1 failed, 64 usage error, 78 configuration error.
  */
 
@@ -40,13 +42,20 @@ Commands:
   restore <archive> --database-url <url> [--sha256 <hex>]
                                             restore a backup archive into an EMPTY database
                                             (migrated first; either backend)
+  simulate <scenario.json> [--id <simulation_id>] [--url <api>] [--no-follow]
+                                            start a simulation through the api and follow
+                                            it to its end; prints the final run as JSON
+                                            (key: TASKYARD_API_KEY with the write scope;
+                                            api: --url, else TASKYARD_URL, else
+                                            http://127.0.0.1:3000)
 
 Options:
   --json      (keys create, keys list) print JSON instead of text
   -h, --help  show this help
 
 Scopes: ${SCOPES.join(', ')} (admin implies write, which implies read).
-The database is DATABASE_URL (default sqlite:./data/taskyard.db).`;
+The database is DATABASE_URL (default sqlite:./data/taskyard.db); simulate talks to the
+api instead and needs no database.`;
 
 export interface CliIo {
   env: NodeJS.ProcessEnv;
@@ -146,7 +155,40 @@ async function dispatch(argv: readonly string[], cli: CliIo): Promise<number> {
     }
     return restore(cli, positionals[0] as string, url, sha256);
   }
-  throw new UsageError(`unknown command "${command}": use migrate, keys or restore`);
+  if (command === 'simulate') {
+    const { values, positionals } = parse(
+      rest,
+      { id: { type: 'string' }, url: { type: 'string' }, 'no-follow': { type: 'boolean' } },
+      true,
+    );
+    if (values.help) return help(cli);
+    if (positionals.length !== 1) throw new UsageError('simulate takes exactly one scenario file (JSON)');
+    const apiKey = cli.env.TASKYARD_API_KEY?.trim();
+    // Never a command-line flag: other users of the machine can read a process's arguments.
+    if (!apiKey) throw new UsageError('simulate needs an API key with the write scope in TASKYARD_API_KEY');
+    const url =
+      (typeof values.url === 'string' ? values.url : cli.env.TASKYARD_URL) ?? 'http://127.0.0.1:3000';
+    if (!URL.canParse(url) || !/^https?:$/.test(new URL(url).protocol)) {
+      throw new UsageError(
+        `--url must be the api's http(s) address, e.g. http://127.0.0.1:3000 (got ${url})`,
+      );
+    }
+    const id = values.id;
+    if (id !== undefined && (typeof id !== 'string' || !SIMULATION_ID_PATTERN.test(id))) {
+      throw new UsageError(`--id must match ${String(SIMULATION_ID_PATTERN)}`);
+    }
+    return simulate({
+      file: positionals[0] as string,
+      id,
+      url: url.replace(/\/+$/, ''),
+      apiKey,
+      follow: values['no-follow'] !== true,
+      pollMs: 500,
+      out: cli.out,
+      err: cli.err,
+    });
+  }
+  throw new UsageError(`unknown command "${command}": use migrate, keys, restore or simulate`);
 }
 
 function help(cli: CliIo): number {

@@ -184,7 +184,9 @@ describe('createDatabase on postgres', () => {
     const logger = createLogger({ level: 'debug' }, { write: (l: string) => void lines.push(l) });
     const handle = await createDatabase(url, { logger });
     handles.push(handle);
-    const killer = await open(testPostgresUrl('conn_cut_killer'));
+    const killerUrl = testPostgresUrl('conn_cut_killer');
+    pgSchemas.push(new URL(killerUrl).searchParams.get('schema')!);
+    const killer = await open(killerUrl);
     const terminate = (pid: number) => sql`select pg_terminate_backend(${pid})`.execute(killer.db);
     const crashes: unknown[] = [];
     const monitor = (err: unknown) => crashes.push(err);

@@ -1,4 +1,4 @@
-import { DeadlineError } from './deadline';
+import { DeadlineError, withDeadline } from './deadline';
 import { Redis, type RedisOptions } from 'ioredis';
 
 /**
@@ -35,20 +35,14 @@ export async function deleteKeysWithPrefix(redis: Redis, prefix: string): Promis
   return deleted;
 }
 
-/** Ping with a deadline; for readiness checks. */
+/** Ping with a deadline; for readiness checks. @throws DeadlineError when Redis does not answer in time. */
 export async function pingRedis(redis: Redis, timeoutMs = 1_000): Promise<void> {
-  let timer: NodeJS.Timeout | undefined;
   try {
-    await Promise.race([
-      redis.ping(),
-      new Promise((_, reject) => {
-        timer = setTimeout(
-          () => reject(new DeadlineError(`redis did not answer PING within ${timeoutMs} ms`)),
-          timeoutMs,
-        );
-      }),
-    ]);
-  } finally {
-    clearTimeout(timer);
+    await withDeadline('redis', timeoutMs, redis.ping());
+  } catch (err) {
+    // The readiness page shows this wording: say which command went unanswered.
+    throw err instanceof DeadlineError
+      ? new DeadlineError(`redis did not answer PING within ${timeoutMs} ms`)
+      : err;
   }
 }

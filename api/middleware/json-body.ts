@@ -1,5 +1,5 @@
 import type { IncomingHttpHeaders } from 'node:http';
-import express, { type Request, type RequestHandler, type Response } from 'express';
+import express, { type ErrorRequestHandler, type RequestHandler } from 'express';
 import { UnsupportedMediaTypeError, ValidationFailedError, type ValidationIssue } from '../../shared/errors';
 
 /** `application/json` and any `+json` suffix type (e.g. `application/merge-patch+json`), any parameters. */
@@ -51,35 +51,24 @@ export function jsonBody(opts: { limitBytes: number }): RequestHandler {
     }
     next();
   };
-  const steps = [requireJson, parse, storable];
-  return async (req, res, next) => {
-    try {
-      for (const step of steps) await runStep(step, req, res);
-    } catch (err) {
-      req.bodyError = err;
-      req.body = undefined;
-    }
-    next();
-  };
+  // A router of its own: its error handler sees only the errors of these three steps (an
+  // error from before the router skips it), keeps the refusal and lets the request go on.
+  const router = express.Router();
+  router.use(requireJson, parse, storable, keepBodyError);
+  return router;
 }
+
+const keepBodyError: ErrorRequestHandler = (err, req, _res, next) => {
+  req.bodyError = err;
+  req.body = undefined;
+  next();
+};
 
 /** Throws the body's refusal, if any: for chains whose authentication already fixed the scope. */
 export const refuseBadBody: RequestHandler = (req, _res, next) => {
   if (req.bodyError !== undefined) throw req.bodyError;
   next();
 };
-
-/** One middleware as a promise: settles when it calls next (or throws, or passes an error). */
-function runStep(step: RequestHandler, req: Request, res: Response): Promise<void> {
-  return new Promise<void>((resolve, reject) => {
-    try {
-      const r: unknown = step(req, res, (err?: unknown) => (err ? reject(err) : resolve()));
-      if (r instanceof Promise) r.catch(reject);
-    } catch (err) {
-      reject(err);
-    }
-  });
-}
 
 /** The media type a client sent, fit to echo: its type/subtype only, printable and short. */
 function describeMediaType(header: string): string {

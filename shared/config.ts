@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { ConfigError } from './errors';
+import { parsePostgresUrl, URL_ENCODING_ADVICE } from './postgres-url';
 
 /**
  * Every setting, from the environment, through one zod schema (DESIGN.md §8).
@@ -15,24 +16,7 @@ const intFrom = (min: number, max: number) =>
     .min(min, { error: `must be at least ${min}` })
     .max(max, { error: `must be at most ${max}` });
 
-/** A Postgres schema name taskyard accepts in `?schema=` (unquoted identifier rules). */
-export const PG_SCHEMA_NAME = /^[A-Za-z_][A-Za-z0-9_]{0,62}$/;
-
-/** What is wrong with the taskyard parameters of a Postgres URL, if anything. */
-function postgresParamsProblem(url: string): string | undefined {
-  if (!/^postgres/.test(url) || !URL.canParse(url)) return undefined;
-  const params = new URL(url).searchParams;
-  const schema = params.get('schema');
-  if (schema !== null && !PG_SCHEMA_NAME.test(schema)) {
-    return `schema= must be 1-63 letters, digits or _, not starting with a digit (got "${schema.slice(0, 70)}")`;
-  }
-  const relaxed = params.get('relaxed_commits');
-  if (relaxed !== null && relaxed !== 'on' && relaxed !== 'off') return 'relaxed_commits= must be on or off';
-  return undefined;
-}
-
-const PERCENT_ENCODE =
-  'is not a valid URL: percent-encode reserved characters in the user name and password (e.g. # as %23, @ as %40, / as %2F)';
+const NOT_A_URL = `is not a valid URL: ${URL_ENCODING_ADVICE}`;
 
 const schema = z.object({
   /** HTTP port of the api. @defaultValue 3000 */
@@ -47,19 +31,21 @@ const schema = z.object({
       error:
         'must start with sqlite: (e.g. sqlite:./data/taskyard.db) or postgres:// (e.g. postgres://user@host:5432/db)',
     })
-    .refine((v) => !/^postgres/.test(v) || URL.canParse(v), {
-      error: PERCENT_ENCODE,
-    })
+    // The pool's own reading of the URL, so what passes here opens (exit 78, not 1 at connect).
     .superRefine((v, ctx) => {
-      const problem = postgresParamsProblem(v);
-      if (problem) ctx.addIssue({ code: 'custom', message: problem });
+      if (!/^postgres/.test(v)) return;
+      try {
+        parsePostgresUrl(v);
+      } catch (err) {
+        ctx.addIssue({ code: 'custom', message: (err as Error).message });
+      }
     }),
   /** Redis connection URL. @defaultValue redis://127.0.0.1:6379 */
   REDIS_URL: z
     .string()
     .default('redis://127.0.0.1:6379')
     .refine((v) => /^rediss?:\/\/.+/.test(v), { error: 'must be a redis:// or rediss:// URL' })
-    .refine((v) => URL.canParse(v), { error: PERCENT_ENCODE }),
+    .refine((v) => URL.canParse(v), { error: NOT_A_URL }),
   /** Prefix of every Redis key taskyard writes (queues, locks, fences). @defaultValue taskyard */
   REDIS_PREFIX: z
     .string()

@@ -3,13 +3,8 @@ import SQLite from 'better-sqlite3';
 import { CompiledQuery, type Kysely } from 'kysely';
 import pg from 'pg';
 import { redactUrl } from '../logger';
-import {
-  parsePostgresUrl,
-  PG_TYPES,
-  SQLITE_BUSY_TIMEOUT_MS,
-  type Dialect,
-  type PostgresUrl,
-} from './database';
+import { parsePostgresUrl, type PostgresUrl } from '../postgres-url';
+import { PG_TYPES, SQLITE_BUSY_TIMEOUT_MS, type Dialect } from './database';
 
 /**
  * A consistent, read-only view of every application table, for backups.

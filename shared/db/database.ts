@@ -3,8 +3,8 @@ import path from 'node:path';
 import SQLite from 'better-sqlite3';
 import { CompiledQuery, Kysely, PostgresDialect, SqliteDialect, sql } from 'kysely';
 import pg from 'pg';
-import { PG_SCHEMA_NAME } from '../config';
 import { redactUrl, type Logger } from '../logger';
+import { parsePostgresUrl } from '../postgres-url';
 import type { Database } from './schema';
 
 export type Dialect = 'sqlite' | 'postgres';
@@ -160,46 +160,6 @@ export async function relaxedDurability<T>(
       await sql`pragma synchronous = FULL`.execute(conn);
     }
   });
-}
-
-/** A Postgres URL split into what pg is given and taskyard's own parameters. */
-export interface PostgresUrl {
-  /** The URL without `schema` and `relaxed_commits` (pg would hand them to the server). */
-  connectionString: string;
-  schema: string | null;
-  relaxedCommits: boolean;
-  /** The URL with its secrets masked, for logs and errors. */
-  displayUrl: string;
-}
-
-/**
- * Parse a `postgres://` URL: the pool and the backup snapshot read it the same way.
- * @throws Error naming what is wrong, never echoing the password.
- */
-export function parsePostgresUrl(url: string): PostgresUrl {
-  let parsed: URL;
-  try {
-    parsed = new URL(url);
-  } catch {
-    // Node's error carries the whole input, password included: it must not reach a log.
-    throw new Error(
-      `DATABASE_URL ${redactUrl(url)} is not a valid URL: percent-encode reserved characters in the user name and password (e.g. # as %23, @ as %40, / as %2F)`,
-    );
-  }
-  const schema = parsed.searchParams.get('schema');
-  const relaxedCommits = parsed.searchParams.get('relaxed_commits') ?? 'on';
-  parsed.searchParams.delete('schema');
-  parsed.searchParams.delete('relaxed_commits');
-  const displayUrl = redactUrl(url);
-  if (relaxedCommits !== 'on' && relaxedCommits !== 'off') {
-    throw new Error(`invalid relaxed_commits "${relaxedCommits}" in ${displayUrl}: use on or off`);
-  }
-  if (schema !== null && !PG_SCHEMA_NAME.test(schema)) {
-    throw new Error(
-      `invalid schema "${schema}" in ${displayUrl}: use 1-63 letters, digits or _, not starting with a digit`,
-    );
-  }
-  return { connectionString: parsed.toString(), schema, relaxedCommits: relaxedCommits === 'on', displayUrl };
 }
 
 /** INT8 (counts, epoch milliseconds) as a JS number, for every pg connection taskyard opens. */

@@ -1,4 +1,5 @@
 import fsp from 'node:fs/promises';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { randomUUID } from 'node:crypto';
 import { ZodError } from 'zod';
 import { createClient, TaskyardProblemError, type SimulationViewBody } from '../shared/client';
@@ -16,7 +17,6 @@ export interface SimulateArgs {
   pollMs: number;
   out: (text: string) => void;
   err: (text: string) => void;
-  signal?: AbortSignal;
 }
 
 /**
@@ -33,7 +33,6 @@ export async function simulate(a: SimulateArgs): Promise<number> {
     view = await client.startSimulation(
       // Unchecked here on purpose: the client validates it and reports every problem.
       { simulation_id: id, scenario: scenario as SimulationScenarioInput },
-      { signal: a.signal },
     );
   } catch (err) {
     if (err instanceof ZodError) {
@@ -55,8 +54,8 @@ export async function simulate(a: SimulateArgs): Promise<number> {
   while (view.status === 'queued' || view.status === 'running') {
     const line = `${view.status} ${(view.progress * 100).toFixed(0)}%`;
     if (line !== shown) a.err(`simulation ${id}: ${(shown = line)}`);
-    await sleep(a.pollMs, a.signal);
-    view = await client.getSimulation(id, { signal: a.signal });
+    await sleep(a.pollMs);
+    view = await client.getSimulation(id);
   }
   a.err(`simulation ${id}: ${view.status}${view.error ? `: ${view.error}` : ''}`);
   a.out(JSON.stringify(view, null, 2));
@@ -84,19 +83,4 @@ async function readScenario(file: string): Promise<unknown> {
   } catch (err) {
     throw new Error(`${file} is not JSON: ${(err as Error).message}`);
   }
-}
-
-function sleep(ms: number, signal?: AbortSignal): Promise<void> {
-  return new Promise((resolve, reject) => {
-    if (signal?.aborted) return reject(signal.reason as Error);
-    const timer = setTimeout(resolve, ms);
-    signal?.addEventListener(
-      'abort',
-      () => {
-        clearTimeout(timer);
-        reject(signal.reason as Error);
-      },
-      { once: true },
-    );
-  });
 }

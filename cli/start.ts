@@ -181,9 +181,10 @@ async function main(): Promise<void> {
 
   // The key is stored hashed only, and no second one is made while it exists: it must be
   // shown whatever happens next (ready, not ready, or a child that cannot start).
+  const adminKeyLine = (key: string) => `  admin key (shown once, stored hashed; keep it): ${key}`;
   const showAdminKey = () => {
     if (!adminKey) return;
-    process.stdout.write(`\n  admin key (shown once, stored hashed; keep it): ${adminKey}\n\n`);
+    process.stdout.write(`\n${adminKeyLine(adminKey)}\n\n`);
     adminKey = undefined;
   };
 
@@ -319,7 +320,7 @@ async function main(): Promise<void> {
     `  redis:      ${redactUrl(env.REDIS_URL ?? config.REDIS_URL)}`,
   ];
   if (adminKey) {
-    lines.push(`  admin key (shown once, stored hashed; keep it): ${adminKey}`);
+    lines.push(adminKeyLine(adminKey));
     adminKey = undefined;
   }
   lines.push('  Ctrl-C stops everything (a second Ctrl-C stops at once).', '');

@@ -1,4 +1,5 @@
 import type { Kysely } from 'kysely';
+import type { Logger } from '../logger';
 import type { Database } from './schema';
 
 /**
@@ -88,13 +89,15 @@ export const ABANDONED_RUN_ERROR =
  * Runs of a single-runner scope (pruning, probes) that still say `running` while the caller
  * holds that scope's lock cannot be running: their holder died, or its last write was lost
  * (a scheduled run whose tick failed while the database was away). Marks them failed, fenced
- * below the caller's token. Queued runs are left alone: they wait for their turn.
+ * below the caller's token, and logs the transition. Queued runs are left alone: they wait
+ * for their turn.
  * @returns the ids marked failed
  */
 export async function failAbandonedRuns(
   db: Kysely<Database>,
   table: 'pruning_runs' | 'probe_runs',
   a: { exceptId: string; fence: number; now: number },
+  log: Logger,
 ): Promise<string[]> {
   const rows = (await (db as Kysely<any>)
     .updateTable(table)
@@ -104,5 +107,10 @@ export async function failAbandonedRuns(
     .where('fence', '<', a.fence)
     .returning('id')
     .execute()) as Array<{ id: string }>;
-  return rows.map((r) => r.id);
+  const ids = rows.map((r) => r.id);
+  if (ids.length > 0) {
+    const kind = table === 'pruning_runs' ? 'pruning' : 'probe';
+    log.info({ run_ids: ids, status: 'failed' }, `earlier ${kind} runs left running were marked failed`);
+  }
+  return ids;
 }

@@ -251,10 +251,7 @@ export async function applyBackupRetention(
     for (const row of rows) {
       opts.signal?.throwIfAborted();
       const file = fileOf(row.file_name);
-      if (file && (await exists(file))) {
-        await fs.rm(file, { force: true });
-        files++;
-      }
+      if (file && (await removeIfPresent(file))) files++;
       await deleteBackupRow(db, row.id);
       backups++;
       log.info({ backup_id: row.id, status: 'deleted' }, 'backup removed by retention');
@@ -262,6 +259,17 @@ export async function applyBackupRetention(
     if (rows.length === 0) break;
   }
   return { backups, files };
+}
+
+/** Delete a file; false when it was already gone (one call, not a check and a delete). */
+async function removeIfPresent(file: string): Promise<boolean> {
+  return fs.rm(file).then(
+    () => true,
+    (err: NodeJS.ErrnoException) => {
+      if (err.code === 'ENOENT') return false;
+      throw err;
+    },
+  );
 }
 
 async function exists(file: string): Promise<boolean> {

@@ -99,14 +99,7 @@ async function cycleUnderLock(
     return { run_id: runId, outcome: started, probed: 0, failed: 0 };
   }
   log.info({ scope: SCOPE, fence: lock.fence, status: 'running' }, 'probe run running');
-  const abandoned = await failAbandonedRuns(db, 'probe_runs', {
-    exceptId: runId,
-    fence: lock.fence,
-    now: now(),
-  });
-  if (abandoned.length > 0) {
-    log.info({ run_ids: abandoned, status: 'failed' }, 'earlier probe runs left running were marked failed');
-  }
+  await failAbandonedRuns(db, 'probe_runs', { exceptId: runId, fence: lock.fence, now: now() }, log);
 
   try {
     const providers = await listEnabledProviders(db);

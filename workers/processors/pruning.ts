@@ -1,10 +1,10 @@
-import { failAbandonedRuns } from '../../shared/db/fenced-run';
 import { setImmediate as yieldToEventLoop } from 'node:timers/promises';
 import type { Job } from 'bullmq';
 import type { Redis } from 'ioredis';
 import type { Clock } from '../../shared/clock';
 import type { Config } from '../../shared/config';
 import type { DatabaseHandle } from '../../shared/db/database';
+import { failAbandonedRuns } from '../../shared/db/fenced-run';
 import {
   completePruningRun,
   countDispatchedOutbox,
@@ -110,17 +110,12 @@ export async function runPruning(deps: PruningProcessorDeps, input: PruneInput):
           { scope: lock.scope, fence: lock.fence, status: 'running', dry_run: input.dryRun },
           'pruning run running',
         );
-        const abandoned = await failAbandonedRuns(db, 'pruning_runs', {
-          exceptId: input.runId,
-          fence: lock.fence,
-          now: now(),
-        });
-        if (abandoned.length > 0) {
-          log.info(
-            { run_ids: abandoned, status: 'failed' },
-            'earlier pruning runs left running were marked failed',
-          );
-        }
+        await failAbandonedRuns(
+          db,
+          'pruning_runs',
+          { exceptId: input.runId, fence: lock.fence, now: now() },
+          log,
+        );
         try {
           const counts = await pruneAll(deps, lock, input, parsePruneCounts(stored?.counts ?? null), log);
           if (!(await completePruningRun(db, { id: input.runId, fence: lock.fence, now: now(), counts }))) {

@@ -1,7 +1,7 @@
 import type { Kysely, Selectable } from 'kysely';
 import type { BackupsTable, Database } from './schema';
 import { failFencedRun, noteFencedRunError, startFencedRun, type StartOutcome } from './fenced-run';
-import { newestFirst } from './newest-first';
+import { newestFirst, oldestFirst, type KeysetAfter } from './newest-first';
 
 /** Backup manifests. Worker writes are fenced: they change a row only when `fence <= token`. */
 
@@ -143,18 +143,20 @@ export async function deleteBackupRow(db: Kysely<Database>, id: string): Promise
 /** Resources the reconciler checks: not terminal, older than `createdBefore`. */
 export async function listUnfinishedBackups(
   db: Kysely<Database>,
-  opts: { createdBefore: number; limit: number },
-): Promise<Array<Pick<BackupRow, 'id' | 'status' | 'trigger' | 'verify_status' | 'verify_job_id'>>> {
-  return db
-    .selectFrom('backups')
-    .select(['id', 'status', 'trigger', 'verify_status', 'verify_job_id'])
-    .where((eb) =>
-      eb.or([eb('status', 'in', ['queued', 'running']), eb('verify_status', 'in', ['queued', 'running'])]),
-    )
-    .where('created_at', '<=', opts.createdBefore)
-    .orderBy('created_at')
-    .limit(opts.limit)
-    .execute();
+  opts: { createdBefore: number; limit: number; after?: KeysetAfter },
+): Promise<
+  Array<Pick<BackupRow, 'id' | 'created_at' | 'status' | 'trigger' | 'verify_status' | 'verify_job_id'>>
+> {
+  return oldestFirst(
+    db
+      .selectFrom('backups')
+      .select(['id', 'created_at', 'status', 'trigger', 'verify_status', 'verify_job_id'])
+      .where((eb) =>
+        eb.or([eb('status', 'in', ['queued', 'running']), eb('verify_status', 'in', ['queued', 'running'])]),
+      )
+      .where('created_at', '<=', opts.createdBefore),
+    opts,
+  ).execute();
 }
 
 /** verify queued|running → running under `fence`. @returns false when terminal or a newer fence owns the row. */

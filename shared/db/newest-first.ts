@@ -26,3 +26,22 @@ export function newestFirst<DB, TB extends keyof DB, O>(
     .orderBy(sql`id`, 'desc')
     .limit(opts.limit);
 }
+
+/**
+ * One oldest-first page, ordered by (created_at, id) ascending, starting after `after`: how
+ * the reconciler walks every unfinished row a bounded page at a time.
+ */
+export function oldestFirst<DB, TB extends keyof DB, O>(
+  q: SelectQueryBuilder<DB, TB, O>,
+  opts: { limit: number; after?: KeysetAfter },
+): SelectQueryBuilder<DB, TB, O> {
+  let page = q;
+  if (opts.after) {
+    const { createdAt, id } = opts.after;
+    page = page.where(sql<boolean>`(created_at, id) > (${createdAt}, ${id})`);
+  }
+  return page
+    .orderBy(sql`created_at`)
+    .orderBy(sql`id`)
+    .limit(opts.limit);
+}

@@ -1,7 +1,7 @@
 import type { Kysely, Selectable } from 'kysely';
 import type { ProbeRunsTable, Database } from './schema';
 import { startFencedRun, type StartOutcome } from './fenced-run';
-import { newestFirst, type KeysetAfter } from './newest-first';
+import { newestFirst, oldestFirst, type KeysetAfter } from './newest-first';
 
 /**
  * Probe runs: one row per probe cycle, manual (POST /v1/probes/runs) or scheduled. The
@@ -111,15 +111,15 @@ export async function skipProbeRun(db: Kysely<Database>, a: { id: string; now: n
 /** Manual runs not finished and older than `createdBefore`, for the reconciler. */
 export async function listUnfinishedManualProbeRuns(
   db: Kysely<Database>,
-  opts: { createdBefore: number; limit: number },
-): Promise<Array<{ id: string; status: string; fence: number }>> {
-  return db
-    .selectFrom('probe_runs')
-    .select(['id', 'status', 'fence'])
-    .where('trigger', '=', 'manual')
-    .where('status', 'in', ['queued', 'running'])
-    .where('created_at', '<=', opts.createdBefore)
-    .orderBy('created_at')
-    .limit(opts.limit)
-    .execute();
+  opts: { createdBefore: number; limit: number; after?: KeysetAfter },
+): Promise<Array<{ id: string; created_at: number; status: string; fence: number }>> {
+  return oldestFirst(
+    db
+      .selectFrom('probe_runs')
+      .select(['id', 'created_at', 'status', 'fence'])
+      .where('trigger', '=', 'manual')
+      .where('status', 'in', ['queued', 'running'])
+      .where('created_at', '<=', opts.createdBefore),
+    opts,
+  ).execute();
 }

@@ -1,7 +1,7 @@
 import type { ExpressionBuilder, Kysely, Selectable } from 'kysely';
 import type { Database, PruningRunsTable } from './schema';
 import { failFencedRun, noteFencedRunError, startFencedRun, type StartOutcome } from './fenced-run';
-import { newestFirst, type KeysetAfter } from './newest-first';
+import { newestFirst, oldestFirst, type KeysetAfter } from './newest-first';
 
 /**
  * Retention pruning (issue 5): one batched delete and one count per kind of expired row, and
@@ -355,15 +355,15 @@ export async function skipPruningRun(db: Kysely<Database>, a: { id: string; now:
 /** Manual runs not finished and older than `createdBefore`, for the reconciler. */
 export async function listUnfinishedManualPruningRuns(
   db: Kysely<Database>,
-  opts: { createdBefore: number; limit: number },
-): Promise<Array<{ id: string; status: string; dry_run: number; fence: number }>> {
-  return db
-    .selectFrom('pruning_runs')
-    .select(['id', 'status', 'dry_run', 'fence'])
-    .where('trigger', '=', 'manual')
-    .where('status', 'in', ['queued', 'running'])
-    .where('created_at', '<=', opts.createdBefore)
-    .orderBy('created_at')
-    .limit(opts.limit)
-    .execute();
+  opts: { createdBefore: number; limit: number; after?: KeysetAfter },
+): Promise<Array<{ id: string; created_at: number; status: string; dry_run: number; fence: number }>> {
+  return oldestFirst(
+    db
+      .selectFrom('pruning_runs')
+      .select(['id', 'created_at', 'status', 'dry_run', 'fence'])
+      .where('trigger', '=', 'manual')
+      .where('status', 'in', ['queued', 'running'])
+      .where('created_at', '<=', opts.createdBefore),
+    opts,
+  ).execute();
 }

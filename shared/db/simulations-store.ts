@@ -1,7 +1,7 @@
 import type { Kysely, Selectable } from 'kysely';
 import type { Database, SimulationCheckpointsTable, SimulationStatus, SimulationsTable } from './schema';
 import { failFencedRun, noteFencedRunError } from './fenced-run';
-import { newestFirst } from './newest-first';
+import { newestFirst, oldestFirst, type KeysetAfter } from './newest-first';
 
 /**
  * Simulations and their checkpoints (DESIGN.md §4.2, §4.3).
@@ -319,14 +319,14 @@ export function noteSimulationAttemptError(
 /** Resources the reconciler checks: not terminal, older than `createdBefore`. */
 export async function listUnfinishedSimulations(
   db: Kysely<Database>,
-  opts: { createdBefore: number; limit: number },
-): Promise<Array<Pick<SimulationRow, 'id' | 'status'>>> {
-  return db
-    .selectFrom('simulations')
-    .select(['id', 'status'])
-    .where('status', 'in', ['queued', 'running'])
-    .where('created_at', '<=', opts.createdBefore)
-    .orderBy('created_at')
-    .limit(opts.limit)
-    .execute();
+  opts: { createdBefore: number; limit: number; after?: KeysetAfter },
+): Promise<Array<Pick<SimulationRow, 'id' | 'created_at' | 'status'>>> {
+  return oldestFirst(
+    db
+      .selectFrom('simulations')
+      .select(['id', 'created_at', 'status'])
+      .where('status', 'in', ['queued', 'running'])
+      .where('created_at', '<=', opts.createdBefore),
+    opts,
+  ).execute();
 }

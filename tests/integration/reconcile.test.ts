@@ -28,6 +28,8 @@ describe.each(BACKENDS)('reconciler ($backend)', ({ makeUrl }) => {
   beforeAll(async () => {
     api = await startApi({ databaseUrl: makeUrl('reconcile'), env: { RECONCILE_AFTER_MS: '0' } });
     const processors = createMaintenanceProcessors({
+      redis: api.redis,
+      prefix: api.prefix,
       db: api.db,
       queues: api.queues,
       locks: createLocks({ redis: api.redis, prefix: api.prefix, logger }),
@@ -212,5 +214,59 @@ describe.each(BACKENDS)('reconciler ($backend)', ({ makeUrl }) => {
       .executeTakeFirstOrThrow();
     expect(run.status).toBe('failed');
     expect(run.error).toMatch(/job failed for good/);
+  });
+
+  it('walks a backlog larger than one page a page per tick, so work behind the oldest page is reached', async () => {
+    // Its own database and prefix: the walk's place and the rows it sees are this test's only.
+    const own = await startApi({ databaseUrl: makeUrl('reconcile-walk'), env: { RECONCILE_AFTER_MS: '0' } });
+    try {
+      const walk = createMaintenanceProcessors({
+        redis: own.redis,
+        prefix: own.prefix,
+        db: own.db,
+        queues: own.queues,
+        locks: createLocks({ redis: own.redis, prefix: own.prefix, logger }),
+        clock: systemClock,
+        logger,
+        config: own.config,
+        reconcilePage: 2,
+      }).reconcile!;
+      // Five queued backups, oldest first. The two oldest still have their jobs (a backlog the
+      // workers have not reached); the three newer ones lost theirs.
+      const ids = Array.from({ length: 5 }, () => randomUUID());
+      const base = Date.now() - 10_000;
+      for (const [i, id] of ids.entries()) {
+        await insertBackup(own.db.db, { id, label: null, trigger: 'manual', now: base + i });
+        if (i < 2)
+          await own.queues.add(
+            'backups',
+            'create-backup',
+            { backup_id: id, trigger: 'manual' },
+            `backup-${id}`,
+          );
+      }
+      const queue = own.queues.get('backups');
+      const present = async () =>
+        (await Promise.all(ids.map((id) => queue.getJob(`backup-${id}`)))).map(Boolean);
+
+      // Tick 1 checks the two oldest (both fine); before the walk, every tick stopped here.
+      expect(await walk({} as Job, ctx)).toMatchObject({ checked: 2, requeued: 0 });
+      expect(await present()).toEqual([true, true, false, false, false]);
+      // Tick 2 goes on after them.
+      expect(await walk({} as Job, ctx)).toMatchObject({ checked: 2, requeued: 2 });
+      expect(await present()).toEqual([true, true, true, true, false]);
+      // Tick 3 reaches the last one; its short page ends the walk.
+      expect(await walk({} as Job, ctx)).toMatchObject({ checked: 1, requeued: 1 });
+      expect(await present()).toEqual([true, true, true, true, true]);
+      // Tick 4 starts again from the oldest: nothing left to do.
+      expect(await walk({} as Job, ctx)).toMatchObject({ checked: 2, requeued: 0 });
+      expect(await queue.getJobCounts('waiting')).toEqual({ waiting: 5 });
+
+      // A place that no longer parses (or was lost with Redis) only restarts the walk.
+      await own.redis.set(`${own.prefix}:reconcile:cursor:backups`, 'not json');
+      expect(await walk({} as Job, ctx)).toMatchObject({ checked: 2, requeued: 0 });
+    } finally {
+      await own.close();
+    }
   });
 });

@@ -1,5 +1,7 @@
 import type { Clock } from '../../shared/clock';
+import type { Redis } from 'ioredis';
 import type { Config } from '../../shared/config';
+import type { KeysetAfter } from '../../shared/db/newest-first';
 import {
   failBackupRun,
   finishBackupVerification,
@@ -32,13 +34,28 @@ import type { Queues } from '../../queues/producer';
 import type { JobContext, JobProcessor } from '../registry';
 
 export interface MaintenanceDeps {
+  /** Short-command Redis connection: where the reconciler keeps its place between ticks. */
+  redis: Redis;
+  /** Config REDIS_PREFIX. */
+  prefix: string;
   db: DatabaseHandle;
   queues: Queues;
   locks: Locks;
   clock: Clock;
   logger: Logger;
   config: Pick<Config, 'RECONCILE_AFTER_MS'>;
+  /** Rows of each kind one reconcile tick checks. @defaultValue RECONCILE_PAGE */
+  reconcilePage?: number;
 }
+
+/**
+ * Rows of each kind one reconcile tick checks (each costs a few Redis round trips). The next
+ * tick goes on after the last row checked, so a backlog larger than a page is walked through
+ * a page a minute instead of the oldest page being checked again every time.
+ */
+export const RECONCILE_PAGE = 1000;
+/** A place kept longer than this is stale: the walk starts again from the oldest row. */
+const RECONCILE_CURSOR_TTL_S = 3600;
 
 /** The api dispatches right after commit; the relay takes rows left undispatched this long. */
 export const RELAY_AFTER_MS = 2_000;
@@ -165,6 +182,42 @@ export function createMaintenanceProcessors(deps: MaintenanceDeps): Record<strin
   }
 
   const unfinished = (status: string | null | undefined) => status === 'queued' || status === 'running';
+  const pageSize = deps.reconcilePage ?? RECONCILE_PAGE;
+
+  /**
+   * One page of `kind`'s unfinished rows, oldest first, after where the previous tick stopped
+   * (kept in Redis, so it holds whichever process runs the next tick). A short page ends the
+   * walk: the next tick starts again from the oldest row. A lost place (a Redis wipe) only
+   * means starting from the oldest row again.
+   */
+  async function walkPage<R extends { id: string; created_at: number }>(
+    ctx: JobContext,
+    kind: string,
+    list: (opts: { createdBefore: number; limit: number; after?: KeysetAfter }) => Promise<R[]>,
+    visit: (row: R) => Promise<void>,
+  ): Promise<void> {
+    const key = `${deps.prefix}:reconcile:cursor:${kind}`;
+    const after = parseCursor(await deps.redis.get(key));
+    const rows = await list({
+      createdBefore: now() - deps.config.RECONCILE_AFTER_MS,
+      limit: pageSize,
+      after,
+    });
+    for (const row of rows) {
+      // Stopping (a drain, a lost lock): keep the place where it was; the rows are checked again.
+      if (ctx.signal.aborted) return;
+      await visit(row);
+    }
+    const last = rows.at(-1);
+    if (rows.length < pageSize || !last) await deps.redis.del(key);
+    else
+      await deps.redis.set(
+        key,
+        JSON.stringify({ createdAt: Number(last.created_at), id: last.id }),
+        'EX',
+        RECONCILE_CURSOR_TTL_S,
+      );
+  }
 
   const reconcile: JobProcessor = (_job, ctx) =>
     singleRunner(deps, ctx, async () => {
@@ -173,120 +226,153 @@ export function createMaintenanceProcessors(deps: MaintenanceDeps): Record<strin
         counts.checked++;
         if (o !== 'ok') counts[o]++;
       };
-      const createdBefore = now() - deps.config.RECONCILE_AFTER_MS;
-      for (const row of await listUnfinishedBackups(db, { createdBefore, limit: 1000 })) {
-        if (row.status === 'queued' || row.status === 'running') {
+      await walkPage(
+        ctx,
+        'backups',
+        (opts) => listUnfinishedBackups(db, opts),
+        async (row) => {
+          if (row.status === 'queued' || row.status === 'running') {
+            tally(
+              await reconcileOne(
+                ctx,
+                {
+                  queue: 'backups',
+                  jobName: 'create-backup',
+                  jobId: backupJobId(row.id),
+                  payload: { backup_id: row.id, trigger: row.trigger },
+                  resource: `backup:${row.id}`,
+                  stillUnfinished: async () => unfinished((await getBackup(db, row.id))?.status),
+                },
+                async (error) => {
+                  const current = await getBackup(db, row.id);
+                  return current
+                    ? failBackupRun(db, { id: row.id, fence: Number(current.fence), now: now(), error })
+                    : false;
+                },
+              ),
+            );
+          }
+          if ((row.verify_status === 'queued' || row.verify_status === 'running') && row.verify_job_id) {
+            const verificationId = row.verify_job_id.slice(`verify-${row.id}-`.length) || row.verify_job_id;
+            tally(
+              await reconcileOne(
+                ctx,
+                {
+                  queue: 'backups',
+                  jobName: 'verify-backup',
+                  jobId: row.verify_job_id,
+                  payload: { backup_id: row.id, verification_id: verificationId },
+                  resource: `backup-verify:${row.id}`,
+                  stillUnfinished: async () => {
+                    const current = await getBackup(db, row.id);
+                    return current?.verify_job_id === row.verify_job_id && unfinished(current.verify_status);
+                  },
+                },
+                async (error) => {
+                  const current = await getBackup(db, row.id);
+                  if (!current) return false;
+                  return finishBackupVerification(db, {
+                    id: row.id,
+                    fence: Number(current.fence),
+                    passed: false,
+                    error,
+                    now: now(),
+                  });
+                },
+              ),
+            );
+          }
+        },
+      );
+      await walkPage(
+        ctx,
+        'simulations',
+        (opts) => listUnfinishedSimulations(db, opts),
+        async (row) => {
           tally(
             await reconcileOne(
               ctx,
               {
-                queue: 'backups',
-                jobName: 'create-backup',
-                jobId: backupJobId(row.id),
-                payload: { backup_id: row.id, trigger: row.trigger },
-                resource: `backup:${row.id}`,
-                stillUnfinished: async () => unfinished((await getBackup(db, row.id))?.status),
+                queue: 'simulations',
+                jobName: 'run-simulation',
+                jobId: simulationJobId(row.id),
+                payload: { simulation_id: row.id },
+                resource: `simulation:${row.id}`,
+                stillUnfinished: async () => unfinished((await getSimulation(db, row.id))?.status),
               },
               async (error) => {
-                const current = await getBackup(db, row.id);
+                const current = await getSimulation(db, row.id);
                 return current
-                  ? failBackupRun(db, { id: row.id, fence: Number(current.fence), now: now(), error })
+                  ? failSimulationRun(db, { id: row.id, fence: Number(current.fence), now: now(), error })
                   : false;
               },
             ),
           );
-        }
-        if ((row.verify_status === 'queued' || row.verify_status === 'running') && row.verify_job_id) {
-          const verificationId = row.verify_job_id.slice(`verify-${row.id}-`.length) || row.verify_job_id;
+        },
+      );
+      // Manual probe and pruning runs (scheduled ones are the scheduler's own ticks: the
+      // next tick replaces a lost one).
+      await walkPage(
+        ctx,
+        'probe-runs',
+        (opts) => listUnfinishedManualProbeRuns(db, opts),
+        async (row) => {
           tally(
             await reconcileOne(
               ctx,
               {
-                queue: 'backups',
-                jobName: 'verify-backup',
-                jobId: row.verify_job_id,
-                payload: { backup_id: row.id, verification_id: verificationId },
-                resource: `backup-verify:${row.id}`,
-                stillUnfinished: async () => {
-                  const current = await getBackup(db, row.id);
-                  return current?.verify_job_id === row.verify_job_id && unfinished(current.verify_status);
-                },
+                queue: 'probes',
+                jobName: 'probe-cycle',
+                jobId: probeRunJobId(row.id),
+                payload: { run_id: row.id },
+                resource: `probe-run:${row.id}`,
+                stillUnfinished: async () => unfinished((await getProbeRun(db, row.id))?.status),
               },
-              async (error) => {
-                const current = await getBackup(db, row.id);
-                if (!current) return false;
-                return finishBackupVerification(db, {
-                  id: row.id,
-                  fence: Number(current.fence),
-                  passed: false,
-                  error,
-                  now: now(),
-                });
-              },
+              // Queued too: a cycle whose only attempt failed before it started the run.
+              (error) =>
+                failFencedRun(db, 'probe_runs', { id: row.id, fence: Number(row.fence), now: now(), error }),
             ),
           );
-        }
-      }
-      for (const row of await listUnfinishedSimulations(db, { createdBefore, limit: 1000 })) {
-        tally(
-          await reconcileOne(
-            ctx,
-            {
-              queue: 'simulations',
-              jobName: 'run-simulation',
-              jobId: simulationJobId(row.id),
-              payload: { simulation_id: row.id },
-              resource: `simulation:${row.id}`,
-              stillUnfinished: async () => unfinished((await getSimulation(db, row.id))?.status),
-            },
-            async (error) => {
-              const current = await getSimulation(db, row.id);
-              return current
-                ? failSimulationRun(db, { id: row.id, fence: Number(current.fence), now: now(), error })
-                : false;
-            },
-          ),
-        );
-      }
-      // Manual probe and pruning runs (scheduled ones are the scheduler's own ticks: the
-      // next tick replaces a lost one).
-      for (const row of await listUnfinishedManualProbeRuns(db, { createdBefore, limit: 1000 })) {
-        tally(
-          await reconcileOne(
-            ctx,
-            {
-              queue: 'probes',
-              jobName: 'probe-cycle',
-              jobId: probeRunJobId(row.id),
-              payload: { run_id: row.id },
-              resource: `probe-run:${row.id}`,
-              stillUnfinished: async () => unfinished((await getProbeRun(db, row.id))?.status),
-            },
-            // Queued too: a cycle whose only attempt failed before it started the run.
-            (error) =>
-              failFencedRun(db, 'probe_runs', { id: row.id, fence: Number(row.fence), now: now(), error }),
-          ),
-        );
-      }
-      for (const row of await listUnfinishedManualPruningRuns(db, { createdBefore, limit: 1000 })) {
-        tally(
-          await reconcileOne(
-            ctx,
-            {
-              queue: 'pruning',
-              jobName: 'prune',
-              jobId: pruneJobId(row.id),
-              payload: { run_id: row.id, dry_run: row.dry_run === 1 },
-              resource: `pruning-run:${row.id}`,
-              stillUnfinished: async () => unfinished((await getPruningRun(db, row.id))?.status),
-            },
-            (error) => failPruningRun(db, { id: row.id, fence: Number(row.fence), now: now(), error }),
-          ),
-        );
-      }
+        },
+      );
+      await walkPage(
+        ctx,
+        'pruning-runs',
+        (opts) => listUnfinishedManualPruningRuns(db, opts),
+        async (row) => {
+          tally(
+            await reconcileOne(
+              ctx,
+              {
+                queue: 'pruning',
+                jobName: 'prune',
+                jobId: pruneJobId(row.id),
+                payload: { run_id: row.id, dry_run: row.dry_run === 1 },
+                resource: `pruning-run:${row.id}`,
+                stillUnfinished: async () => unfinished((await getPruningRun(db, row.id))?.status),
+              },
+              (error) => failPruningRun(db, { id: row.id, fence: Number(row.fence), now: now(), error }),
+            ),
+          );
+        },
+      );
       if (counts.requeued + counts.failed > 0) ctx.logger.info(counts, 'reconcile finished');
       return counts;
     });
 
   return { 'relay-outbox': relayOutbox, reconcile };
+}
+
+/** A stored place → where the walk resumes; anything unreadable starts from the oldest row. */
+function parseCursor(text: string | null): KeysetAfter | undefined {
+  if (text === null) return undefined;
+  try {
+    const v = JSON.parse(text) as Partial<KeysetAfter>;
+    if (typeof v.createdAt === 'number' && Number.isFinite(v.createdAt) && typeof v.id === 'string') {
+      return { createdAt: v.createdAt, id: v.id };
+    }
+  } catch {
+    // fall through
+  }
+  return undefined;
 }

@@ -105,6 +105,8 @@ const schema = z.object({
   PROBE_SAMPLE_RETENTION_DAYS: intFrom(1, 3650).default(7),
   /** Terminal simulations (and their checkpoints) older than this are pruned. @defaultValue 30 */
   SIMULATION_RETENTION_DAYS: intFrom(1, 3650).default(30),
+  /** Finished probe runs and pruning runs older than this are pruned. @defaultValue 30 */
+  RUN_RETENTION_DAYS: intFrom(1, 3650).default(30),
   /** BullMQ completed and failed jobs older than this are pruned. @defaultValue 24 */
   JOB_RETENTION_HOURS: intFrom(1, 24 * 365).default(24),
   /** Request body limit in bytes. @defaultValue 65536 (64 KiB) */

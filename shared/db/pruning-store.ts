@@ -16,6 +16,8 @@ export const PRUNE_KINDS = [
   'idempotency_keys',
   'outbox',
   'probe_samples',
+  'probe_runs',
+  'pruning_runs',
   'simulations',
   'simulation_checkpoints',
   'backups',
@@ -150,6 +152,49 @@ export async function countProbeSamples(db: Kysely<Database>, before: number): P
       .selectFrom('probe_samples')
       .select((eb) => eb.fn.countAll().as('n'))
       .where('checked_at', '<', before)
+      .executeTakeFirst(),
+  );
+}
+
+// ---- probe runs and pruning runs finished before `before`
+
+const FINISHED_RUN = ['succeeded', 'failed', 'skipped'] as const;
+
+/**
+ * Delete up to `limit` probe or pruning runs that finished before `before`. Queued and running
+ * runs are never touched, so the run doing the pruning keeps its own row.
+ */
+export async function deleteFinishedRunsBatch(
+  db: Kysely<Database>,
+  table: 'probe_runs' | 'pruning_runs',
+  before: number,
+  limit: number,
+): Promise<number> {
+  const r = await db
+    .deleteFrom(table)
+    .where('id', 'in', (eb) =>
+      eb
+        .selectFrom(table)
+        .select('id')
+        .where('finished_at', '<', before)
+        .where('status', 'in', FINISHED_RUN)
+        .limit(limit),
+    )
+    .executeTakeFirst();
+  return Number(r.numDeletedRows);
+}
+
+export async function countFinishedRuns(
+  db: Kysely<Database>,
+  table: 'probe_runs' | 'pruning_runs',
+  before: number,
+): Promise<number> {
+  return countOf(
+    await db
+      .selectFrom(table)
+      .select((eb) => eb.fn.countAll().as('n'))
+      .where('finished_at', '<', before)
+      .where('status', 'in', FINISHED_RUN)
       .executeTakeFirst(),
   );
 }

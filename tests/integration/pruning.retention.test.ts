@@ -115,7 +115,13 @@ describe.each(BACKENDS)('pruning ($backend)', ({ makeUrl }) => {
   }
   const countRows = async (
     table:
-      'idempotency_keys' | 'outbox' | 'probe_samples' | 'simulations' | 'simulation_checkpoints' | 'backups',
+      | 'idempotency_keys'
+      | 'outbox'
+      | 'probe_samples'
+      | 'probe_runs'
+      | 'simulations'
+      | 'simulation_checkpoints'
+      | 'backups',
   ) =>
     Number(
       (
@@ -171,6 +177,35 @@ describe.each(BACKENDS)('pruning ($backend)', ({ makeUrl }) => {
     await db()
       .insertInto('probe_samples')
       .values([ps(T - 7 * DAY - 1), ps(T - 30 * DAY), ps(T - 7 * DAY), ps(T)])
+      .execute();
+    // Probe and pruning runs: finished more than RUN_RETENTION_DAYS (30) ago; never an
+    // unfinished one, however old.
+    const run = (status: string, finished: number | null) => ({
+      id: randomUUID(),
+      trigger: 'scheduled' as const,
+      status: status as 'succeeded',
+      created_at: T - 60 * DAY,
+      started_at: finished === null ? null : T - 60 * DAY,
+      finished_at: finished,
+    });
+    await db()
+      .insertInto('probe_runs')
+      .values([
+        run('succeeded', T - 30 * DAY - 1), // goes
+        run('failed', T - 45 * DAY), // goes
+        run('skipped', T - 31 * DAY), // goes
+        run('succeeded', T - 30 * DAY), // exactly 30 days: kept
+        run('running', null), // unfinished: kept
+        run('queued', null), // kept
+      ])
+      .execute();
+    await db()
+      .insertInto('pruning_runs')
+      .values([
+        run('succeeded', T - 31 * DAY), // goes
+        run('succeeded', T - DAY), // young: kept
+        run('queued', null), // kept
+      ])
       .execute();
     // Simulations: terminal and finished more than 30 days ago, with their checkpoints.
     const sim = async (id: string, status: string, finished: number | null, checkpoint: boolean) => {
@@ -241,6 +276,8 @@ describe.each(BACKENDS)('pruning ($backend)', ({ makeUrl }) => {
       idempotency_keys: 4,
       outbox: 2,
       probe_samples: 2,
+      probe_runs: 3,
+      pruning_runs: 1,
       simulations: 3,
       simulation_checkpoints: 2,
       backups: 2,
@@ -293,6 +330,17 @@ describe.each(BACKENDS)('pruning ($backend)', ({ makeUrl }) => {
     idempotency_keys: await countRows('idempotency_keys'),
     outbox: await countRows('outbox'),
     probe_samples: await countRows('probe_samples'),
+    probe_runs: await countRows('probe_runs'),
+    // The seeded ones: the test's own runs (manual) are added by every prune() call.
+    pruning_runs: Number(
+      (
+        await db()
+          .selectFrom('pruning_runs')
+          .select((eb) => eb.fn.countAll().as('n'))
+          .where('trigger', '=', 'scheduled')
+          .executeTakeFirstOrThrow()
+      ).n,
+    ),
     simulations: await countRows('simulations'),
     simulation_checkpoints: await countRows('simulation_checkpoints'),
     backups: await countRows('backups'),
@@ -321,6 +369,8 @@ describe.each(BACKENDS)('pruning ($backend)', ({ makeUrl }) => {
       idempotency_keys: 2,
       outbox: 3,
       probe_samples: 2,
+      probe_runs: 3,
+      pruning_runs: 2,
       simulations: 3,
       simulation_checkpoints: 2,
       backups: 3,

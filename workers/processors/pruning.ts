@@ -9,10 +9,12 @@ import {
   completePruningRun,
   countDispatchedOutbox,
   countExpiredIdempotency,
+  countFinishedRuns,
   countFinishedSimulations,
   countProbeSamples,
   deleteDispatchedOutboxBatch,
   deleteExpiredIdempotencyBatch,
+  deleteFinishedRunsBatch,
   deleteFinishedSimulationsBatch,
   deleteProbeSamplesBatch,
   failPruningRun,
@@ -47,6 +49,7 @@ export interface PruningProcessorDeps {
     Config,
     | 'PROBE_SAMPLE_RETENTION_DAYS'
     | 'SIMULATION_RETENTION_DAYS'
+    | 'RUN_RETENTION_DAYS'
     | 'JOB_RETENTION_HOURS'
     | 'BACKUP_DIR'
     | 'BACKUP_KEEP_LAST'
@@ -185,6 +188,7 @@ async function pruneAll(
     outbox: now - OUTBOX_RETENTION_MS,
     probeSamples: now - deps.config.PROBE_SAMPLE_RETENTION_DAYS * DAY_MS,
     simulations: now - deps.config.SIMULATION_RETENTION_DAYS * DAY_MS,
+    runs: now - deps.config.RUN_RETENTION_DAYS * DAY_MS,
     jobs: now - deps.config.JOB_RETENTION_HOURS * 3_600_000,
   };
   let counts = { ...initial };
@@ -200,6 +204,8 @@ async function pruneAll(
       idempotency_keys: await countExpiredIdempotency(db, cutoffs.idempotency),
       outbox: await countDispatchedOutbox(db, cutoffs.outbox),
       probe_samples: await countProbeSamples(db, cutoffs.probeSamples),
+      probe_runs: await countFinishedRuns(db, 'probe_runs', cutoffs.runs),
+      pruning_runs: await countFinishedRuns(db, 'pruning_runs', cutoffs.runs),
       simulations: simulations.simulations,
       simulation_checkpoints: simulations.checkpoints,
       backups: backups.backups,
@@ -248,6 +254,12 @@ async function pruneAll(
   }));
   await inBatches('probe_samples', async (trx) => ({
     probe_samples: await deleteProbeSamplesBatch(trx, cutoffs.probeSamples, PRUNE_BATCH),
+  }));
+  await inBatches('probe_runs', async (trx) => ({
+    probe_runs: await deleteFinishedRunsBatch(trx, 'probe_runs', cutoffs.runs, PRUNE_BATCH),
+  }));
+  await inBatches('pruning_runs', async (trx) => ({
+    pruning_runs: await deleteFinishedRunsBatch(trx, 'pruning_runs', cutoffs.runs, PRUNE_BATCH),
   }));
   await inBatches('simulations', async (trx) => {
     const r = await deleteFinishedSimulationsBatch(trx, cutoffs.simulations, PRUNE_BATCH);

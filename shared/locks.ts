@@ -96,6 +96,12 @@ export interface Locks {
   ): Promise<T>;
   /** Current fencing counter of a scope (0 if never taken). */
   currentFence(scope: string): Promise<number>;
+  /**
+   * Delete the fencing counters of scopes whose resource no longer exists (a pruned
+   * simulation), so per-resource counters do not pile up in Redis for ever. Only for scopes
+   * nobody can hold again for the old resource: a later holder starts again from token 1.
+   */
+  forgetFences(scopes: readonly string[]): Promise<void>;
 }
 
 export interface LocksDeps {
@@ -320,6 +326,12 @@ export function createLocks(deps: LocksDeps): Locks {
       assertLockScope(scope);
       const value = await fenceClient.get(redisKeys.fence(prefix, scope));
       return value === null ? 0 : Number(value);
+    },
+
+    async forgetFences(scopes: readonly string[]): Promise<void> {
+      if (scopes.length === 0) return;
+      for (const scope of scopes) assertLockScope(scope);
+      await fenceClient.del(...scopes.map((scope) => redisKeys.fence(prefix, scope)));
     },
   };
 }

@@ -211,7 +211,7 @@ export async function deleteFinishedSimulationsBatch(
   trx: Kysely<Database>,
   before: number,
   limit: number,
-): Promise<{ simulations: number; checkpoints: number }> {
+): Promise<{ ids: string[]; simulations: number; checkpoints: number }> {
   const ids = (
     await trx
       .deleteFrom('simulations')
@@ -226,12 +226,12 @@ export async function deleteFinishedSimulationsBatch(
       .returning('id')
       .execute()
   ).map((r) => r.id);
-  if (ids.length === 0) return { simulations: 0, checkpoints: 0 };
+  if (ids.length === 0) return { ids, simulations: 0, checkpoints: 0 };
   const r = await trx
     .deleteFrom('simulation_checkpoints')
     .where('simulation_id', 'in', ids)
     .executeTakeFirst();
-  return { simulations: ids.length, checkpoints: Number(r.numDeletedRows) };
+  return { ids, simulations: ids.length, checkpoints: Number(r.numDeletedRows) };
 }
 
 export async function countFinishedSimulations(

@@ -351,11 +351,15 @@ describe.each(BACKENDS)('pruning ($backend)', ({ makeUrl }) => {
   it('a dry run reports the exact counts per kind and deletes nothing; the run then deletes exactly those and nothing younger', async () => {
     const jobs = await seedJobs();
     const expected = { ...(await seedAll()), jobs };
+    // Fencing counters in Redis of a simulation that goes and of one that stays.
+    await api.redis.set(`${api.prefix}:fence:simulation:old-succeeded`, '3');
+    await api.redis.set(`${api.prefix}:fence:simulation:boundary`, '4');
     const before = await snapshot();
 
     const dry = await prune(true);
     expect(dry).toMatchObject({ status: 'succeeded', counts: expected });
     expect(await snapshot()).toEqual(before);
+    expect(await locks.currentFence('simulation:old-succeeded')).toBe(3);
 
     const real = await prune(false);
     expect(real).toMatchObject({ status: 'succeeded', counts: expected });
@@ -363,6 +367,10 @@ describe.each(BACKENDS)('pruning ($backend)', ({ makeUrl }) => {
     expect(row.status).toBe('succeeded');
     expect(JSON.parse(row.counts!)).toEqual(expected);
     expect(Number(row.finished_at)).toBe(T);
+
+    // A pruned simulation's counter goes with it; a kept one's stays. (The dry run kept both.)
+    expect(await locks.currentFence('simulation:old-succeeded')).toBe(0);
+    expect(await locks.currentFence('simulation:boundary')).toBe(4);
 
     const after = await snapshot();
     expect(after).toMatchObject({

@@ -216,10 +216,11 @@ async function pruneAll(
     return result;
   }
 
-  /** Batches of one kind until a batch comes back short. */
+  /** Batches of one kind until a batch comes back short; `afterCommit` runs after each one. */
   const inBatches = async (
     kind: PruneKind,
     batch: (trx: Kysely<Database>) => Promise<Partial<PruneCounts>>,
+    afterCommit?: () => Promise<void>,
   ): Promise<void> => {
     for (;;) {
       signal.throwIfAborted();
@@ -237,6 +238,7 @@ async function pruneAll(
         return { next, rows };
       });
       counts = next;
+      await afterCommit?.();
       if (rows > 0) {
         await deps.onBatch?.({ kind, rows });
         await report(kind);
@@ -261,10 +263,27 @@ async function pruneAll(
   await inBatches('pruning_runs', async (trx) => ({
     pruning_runs: await deleteFinishedRunsBatch(trx, 'pruning_runs', cutoffs.runs, PRUNE_BATCH),
   }));
-  await inBatches('simulations', async (trx) => {
-    const r = await deleteFinishedSimulationsBatch(trx, cutoffs.simulations, PRUNE_BATCH);
-    return { simulations: r.simulations, simulation_checkpoints: r.checkpoints };
-  });
+  let prunedSimulations: string[] = [];
+  await inBatches(
+    'simulations',
+    async (trx) => {
+      const r = await deleteFinishedSimulationsBatch(trx, cutoffs.simulations, PRUNE_BATCH);
+      prunedSimulations = r.ids;
+      return { simulations: r.simulations, simulation_checkpoints: r.checkpoints };
+    },
+    async () => {
+      // Only once the rows are gone for good (committed): each simulation's fencing counter
+      // in Redis. A failure only leaves the counters behind, as before; the run goes on.
+      const ids = prunedSimulations;
+      prunedSimulations = [];
+      await deps.locks.forgetFences(ids.map((id) => `simulation:${id}`)).catch((err: unknown) => {
+        log.warn(
+          { err: toError(err), simulations: ids.length },
+          'could not delete the fencing counters of pruned simulations',
+        );
+      });
+    },
+  );
 
   signal.throwIfAborted();
   const backups = await pruneBackups(deps, log, signal);

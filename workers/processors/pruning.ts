@@ -1,4 +1,4 @@
-import { setImmediate as yieldToEventLoop } from 'node:timers/promises';
+import { setTimeout as pause } from 'node:timers/promises';
 import type { Job } from 'bullmq';
 import type { Redis } from 'ioredis';
 import type { Clock } from '../../shared/clock';
@@ -69,6 +69,21 @@ export const PRUNE_BATCH = 500;
 /** Dispatched outbox rows are kept this long. */
 export const OUTBOX_RETENTION_MS = 24 * 3_600_000;
 const DAY_MS = 24 * 3_600_000;
+/**
+ * After each full batch the run rests as long as the batch took (at most this long), so it
+ * keeps at most about half a core busy and the api it shares the machine and the database
+ * with keeps its latency: at full speed the api's p99 during a 1 M-row prune was 1.6–1.9× its
+ * p99 without (bench, 2 cores), against a target of at most 2×. The rest also gives the event
+ * loop its turn, so lock renewal never stalls.
+ */
+const PRUNE_REST_MAX_MS = 200;
+
+/** Rest after a batch that began at `startedAt` (performance.now()); the signal cuts it short. */
+async function restAfterBatch(startedAt: number, signal: AbortSignal): Promise<void> {
+  const ms = Math.min(PRUNE_REST_MAX_MS, Math.max(0, performance.now() - startedAt));
+  await pause(ms, undefined, { signal }).catch(() => undefined);
+  signal.throwIfAborted();
+}
 
 export interface PruneInput {
   runId: string;
@@ -224,6 +239,7 @@ async function pruneAll(
   ): Promise<void> => {
     for (;;) {
       signal.throwIfAborted();
+      const startedAt = performance.now();
       const { next, rows } = await db.transaction().execute(async (trx) => {
         const deleted = await batch(trx);
         const rows = deleted[kind] ?? 0;
@@ -244,7 +260,7 @@ async function pruneAll(
         await report(kind);
       }
       if (rows < PRUNE_BATCH) return;
-      await yieldToEventLoop();
+      await restAfterBatch(startedAt, signal);
     }
   };
 
@@ -297,6 +313,7 @@ async function pruneAll(
     for (const type of ['completed', 'failed'] as const) {
       for (;;) {
         signal.throwIfAborted();
+        const startedAt = performance.now();
         // Queue.clean measures age against Date.now(): translate our clock's cutoff into a grace.
         const grace = Date.now() - cutoffs.jobs;
         const removed = (await queue.clean(grace, PRUNE_BATCH, type)).length;
@@ -307,7 +324,7 @@ async function pruneAll(
           await report('jobs');
         }
         if (removed < PRUNE_BATCH) break;
-        await yieldToEventLoop();
+        await restAfterBatch(startedAt, signal);
       }
     }
   }

@@ -1,8 +1,8 @@
 import { createBullBoard } from '@bull-board/api';
 import { BullMQAdapter } from '@bull-board/api/bullMQAdapter';
 import { ExpressAdapter } from '@bull-board/express';
-import type { Express, RequestHandler } from 'express';
-import { DependencyUnavailableError, ForbiddenError } from '../../shared/errors';
+import type { Express, Request, RequestHandler } from 'express';
+import { DependencyUnavailableError, ForbiddenError, ProblemError, toError } from '../../shared/errors';
 import type { Redis } from 'ioredis';
 import type { Kysely } from 'kysely';
 import type { Database } from '../../shared/db/schema';
@@ -10,6 +10,7 @@ import type { Queues } from '../../queues/producer';
 import { authenticateAdminBoard } from '../middleware/auth';
 import { jsonBody, refuseBadBody } from '../middleware/json-body';
 import { notFound } from '../middleware/not-found';
+import { sendProblem } from '../middleware/problem';
 
 /** Where the Bull Board is mounted (DESIGN.md §5). */
 export const ADMIN_BOARD_PATH = '/admin/queues';
@@ -33,6 +34,12 @@ export function mountAdminBoard(
     serverAdapter,
     options: { uiConfig: { boardTitle: 'taskyard' } },
   });
+  // Whatever a board handler throws comes here instead of the board's own handler, which
+  // answers 500 with the thrown message: boardProblems decides what it means.
+  serverAdapter.setErrorHandler((err) => ({
+    status: 500,
+    body: { error: { key: 'ERRORS.INTERNAL_SERVER_ERROR' }, [THROWN]: err },
+  }));
   const board = serverAdapter.getRouter() as Express;
   board.disable('x-powered-by');
 
@@ -53,6 +60,7 @@ export function mountAdminBoard(
     // The board's own auth already required the admin scope.
     jsonBody({ limitBytes: deps.bodyLimitBytes }),
     refuseBadBody,
+    boardProblems(deps.redis),
     board,
     // Paths under the board that it does not serve end here, not in the Bearer-only auth that follows.
     notFound(),
@@ -82,3 +90,94 @@ const sameOriginChanges: RequestHandler = (req, _res, next) => {
   }
   next();
 };
+
+/** Where the error handler above leaves a board handler's thrown error for boardProblems. */
+const THROWN = Symbol('board handler error');
+
+/**
+ * DESIGN.md §4.7 slugs for the statuses the board refuses with. Its 405s mean "not on this
+ * queue" (read-only, or a scheduler it cannot run), not a method problem with an `Allow`
+ * list, so they are 403s; anything else is a 400.
+ */
+const BOARD_STATUS_SLUGS: Record<number, [slug: string, title: string]> = {
+  400: ['validation-failed', 'Bull Board refused the request'],
+  403: ['forbidden', 'Bull Board does not allow this'],
+  404: ['not-found', 'Not found'],
+  409: ['conflict', 'Conflict'],
+};
+
+/** A refusal of the board's API as a problem, with the board's status where it has a slug. */
+class BoardRefusal extends ProblemError {
+  readonly slug: string;
+  readonly status: number;
+  readonly title: string;
+  constructor(status: number, detail: string, fields?: ConstructorParameters<typeof ProblemError>[1]) {
+    super(detail, fields);
+    const mapped = status === 405 ? 403 : status;
+    const known = BOARD_STATUS_SLUGS[mapped];
+    this.status = known ? mapped : 400;
+    [this.slug, this.title] = known ?? BOARD_STATUS_SLUGS[400]!;
+  }
+}
+
+/** `ERRORS.QUEUE_NOT_FOUND` → `queue not found`. */
+function describeKey(key: string): string {
+  return key
+    .replace(/^ERRORS\./, '')
+    .replace(/_/g, ' ')
+    .toLowerCase();
+}
+
+/**
+ * Bull Board's API answers a refusal as `{"error": {"key", "options"}}` JSON, and a throw from
+ * one of its handlers (BullMQ refusing a job's options, say) as a 500 with the thrown message.
+ * DESIGN.md §4.7 wants problem+json, and no input may cause a 500. So every answer of 400 or
+ * more under `/api/` is sent as a problem with the status the board chose (400
+ * validation-failed, 403 and 405 forbidden, 404 not-found, 409 conflict), and a throw is a
+ * 400 that names it, or 503 when Redis is what failed. The board's own `error` member is kept: its page reads it.
+ */
+function boardProblems(redis: Redis): RequestHandler {
+  return (req, res, next) => {
+    if (!req.path.startsWith('/api/')) return next();
+    const json = res.json.bind(res);
+    // Read now: the board's routers rewrite req.path and req.baseUrl on the way in.
+    const where = `${req.method} ${req.originalUrl.split('?')[0]}`;
+    res.json = (body: unknown) => {
+      if (res.statusCode < 400) return json(body);
+      const problem = boardProblem(req, where, res.statusCode, body, redis);
+      sendProblem(res, problem, req.id ?? '');
+      return res;
+    };
+    next();
+  };
+}
+
+function boardProblem(
+  req: Request,
+  where: string,
+  status: number,
+  body: unknown,
+  redis: Redis,
+): ProblemError {
+  const b = (typeof body === 'object' && body !== null ? body : {}) as {
+    error?: { key?: unknown; options?: unknown };
+    [THROWN]?: unknown;
+  };
+  const thrown = b[THROWN];
+  if (thrown !== undefined) {
+    const err = toError(thrown);
+    if (redis.status !== 'ready') {
+      return new DependencyUnavailableError('Redis is not connected; retry once it is.', 5, err);
+    }
+    req.log?.warn({ err, status }, 'Bull Board refused the request');
+    return new BoardRefusal(400, `Bull Board could not do ${where}: ${err.message.slice(0, 500)}`);
+  }
+  const key = typeof b.error?.key === 'string' ? b.error.key : 'ERRORS.UNKNOWN';
+  const options =
+    b.error?.options !== undefined && b.error.options !== null ? ` ${JSON.stringify(b.error.options)}` : '';
+  const detail = `Bull Board refused ${where}: ${describeKey(key)}${options}.`;
+  if (status >= 500 && redis.status !== 'ready') {
+    return new DependencyUnavailableError('Redis is not connected; retry once it is.', 5);
+  }
+  return new BoardRefusal(status, detail, { extra: { error: b.error } });
+}

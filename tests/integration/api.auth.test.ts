@@ -1,6 +1,6 @@
 import http from 'node:http';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { BACKENDS } from '../helpers/services';
+import { BACKENDS, waitFor } from '../helpers/services';
 import { call, expectProblemShape, startApi, type ApiUnderTest } from './api.harness';
 
 const PROTECTED = ['/v1/jobs/noop/1', '/admin/queues', '/v1/no-such-thing', '/'];
@@ -61,6 +61,44 @@ describe.each(BACKENDS)('api authentication ($backend)', ({ makeUrl }) => {
     const r = await call(api, '/admin/queues/api/nope', { key: api.keys.admin });
     expectProblemShape(r, 'not-found', 404);
     expect(r.body.detail).toBe('There is no resource at GET /admin/queues/api/nope.');
+  });
+
+  it("the board's own refusals and throws are problem+json 4xx, never its plain JSON or a 500", async () => {
+    const admin = { key: api.keys.admin };
+    // The harness does not wait for Redis, and the board answers 503 until it is connected.
+    await waitFor(() => api.redis.status === 'ready', { what: "the api's Redis connection" });
+    // A queue the board does not know: its 404, with its key kept for its page.
+    const queue = await call(api, '/admin/queues/api/queues/nope/1', admin);
+    expectProblemShape(queue, 'not-found', 404);
+    expect(queue.body.detail).toBe(
+      'Bull Board refused GET /admin/queues/api/queues/nope/1: queue not found.',
+    );
+    expect(queue.body.error).toEqual({ key: 'ERRORS.QUEUE_NOT_FOUND' });
+    const job = await call(api, '/admin/queues/api/queues/backups/no-such-job', admin);
+    expectProblemShape(job, 'not-found', 404);
+    // A query value it refuses: 400 naming the field.
+    const bad = await call(api, '/admin/queues/api/queues?activeQueue=backups&status=bogus', admin);
+    expectProblemShape(bad, 'validation-failed', 400);
+    expect(bad.body.detail).toBe(
+      'Bull Board refused GET /admin/queues/api/queues: invalid query param {"field":"status"}.',
+    );
+    // Job options BullMQ refuses made the board answer 500 with the thrown message.
+    const add = await call(api, '/admin/queues/api/queues/noop/add', {
+      ...admin,
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ name: 'x', data: {}, options: { jobId: 5 } }),
+    });
+    expectProblemShape(add, 'validation-failed', 400);
+    expect(add.body.detail).toMatch(
+      /^Bull Board could not do POST \/admin\/queues\/api\/queues\/noop\/add: .+/,
+    );
+    expect(await api.queues.get('noop').getJobCountByTypes('waiting', 'delayed')).toBe(0);
+    // Answers below 400 are the board's own JSON, as its page expects.
+    const list = await call(api, '/admin/queues/api/queues', admin);
+    expect(list.status).toBe(200);
+    expect(list.headers.get('content-type')).toMatch(/^application\/json/);
+    expect(Array.isArray(list.body.queues)).toBe(true);
   });
 
   it('an unknown key, a revoked key, a malformed header and an over-long header all get 401', async () => {

@@ -13,6 +13,7 @@ import { authenticate } from './middleware/auth';
 import { jsonBody } from './middleware/json-body';
 import { notFound } from './middleware/not-found';
 import { problemHandler, rawProblemResponse } from './middleware/problem';
+import { rateLimitPerKey } from './middleware/rate-limit';
 import { requestContext } from './middleware/request-id';
 import { mountAdminBoard } from './routes/admin-board';
 import { backupsRouter } from './routes/backups';
@@ -39,8 +40,8 @@ export interface AppDeps {
 
 /**
  * The Express app, without listening. Order (DESIGN.md §3): request id + access log →
- * /healthz, /readyz (no auth) → Bull Board (its own admin auth) → auth → JSON body →
- * routes → 404 → one problem+json error middleware.
+ * /healthz, /readyz (no auth) → Bull Board (its own admin auth, then the rate limit) → auth →
+ * rate limit → JSON body → routes → 404 → one problem+json error middleware.
  */
 export function buildApp(deps: AppDeps): express.Express {
   const app = express();
@@ -49,6 +50,8 @@ export function buildApp(deps: AppDeps): express.Express {
   app.set('trust proxy', false);
   app.disable('etag');
 
+  // One limiter for the board and the rest: a key's requests count together wherever they go.
+  const rateLimit = rateLimitPerKey(deps.config.RATE_LIMIT_PER_MINUTE);
   app.use(requestContext({ logger: deps.logger, clock: deps.clock }));
   app.use(healthRouter({ db: deps.db, redis: deps.redis, migrations: deps.migrations }));
   mountAdminBoard(app, {
@@ -56,8 +59,10 @@ export function buildApp(deps: AppDeps): express.Express {
     queues: deps.queues,
     redis: deps.redis,
     bodyLimitBytes: deps.config.BODY_LIMIT_BYTES,
+    rateLimit,
   });
   app.use(authenticate({ db: deps.db.db }));
+  app.use(rateLimit);
   app.use(jsonBody({ limitBytes: deps.config.BODY_LIMIT_BYTES }));
   app.use(jobsRouter({ queues: deps.queues }));
   app.use(backupsRouter(deps));

@@ -111,6 +111,11 @@ const schema = z.object({
   JOB_RETENTION_HOURS: intFrom(1, 24 * 365).default(24),
   /** Request body limit in bytes. @defaultValue 65536 (64 KiB) */
   BODY_LIMIT_BYTES: intFrom(1024, 10 * 1024 * 1024).default(64 * 1024),
+  /**
+   * Requests per minute each API key may make to one api process; 0 turns the limit off.
+   * @defaultValue 6000 (100 a second)
+   */
+  RATE_LIMIT_PER_MINUTE: intFrom(0, 10_000_000).default(6000),
 });
 
 export type Config = Readonly<z.infer<typeof schema>>;

@@ -25,7 +25,14 @@ export const ADMIN_BOARD_PATH = '/admin/queues';
  */
 export function mountAdminBoard(
   app: Express,
-  deps: { db: Kysely<Database>; queues: Queues; redis: Redis; bodyLimitBytes: number },
+  deps: {
+    db: Kysely<Database>;
+    queues: Queues;
+    redis: Redis;
+    bodyLimitBytes: number;
+    /** The api's per-key rate limit, shared with the other routes. */
+    rateLimit: RequestHandler;
+  },
 ): void {
   const serverAdapter = new ExpressAdapter();
   serverAdapter.setBasePath(ADMIN_BOARD_PATH);
@@ -48,6 +55,7 @@ export function mountAdminBoard(
   app.use(
     ADMIN_BOARD_PATH,
     authenticateAdminBoard({ db: deps.db }),
+    deps.rateLimit,
     sameOriginChanges,
     // BullMQ waits without limit for a connection that has never been ready: the board's
     // API would hang. Its page and assets need no Redis and still load.

@@ -37,13 +37,18 @@ function stripUndefined(o: RetryOptions): RetryOptions {
 /**
  * Whether a failed try may be repeated. Only failures that say nothing was decided are
  * transient: no answer at all, a 5xx (the api releases the idempotency claim on a 5xx),
- * and 409 `idempotency-key-in-flight` (the first request with the key is still running).
- * Every other 4xx is the caller's to fix and is thrown at once.
+ * 409 `idempotency-key-in-flight` (the first request with the key is still running) and
+ * 429 `rate-limited` (refused before anything was claimed). Every other 4xx is the
+ * caller's to fix and is thrown at once.
  */
 export function isRetryable(err: unknown): boolean {
   if (err instanceof TaskyardNetworkError) return true;
   if (err instanceof TaskyardProblemError) {
-    return err.status >= 500 || (err.status === 409 && err.slug === 'idempotency-key-in-flight');
+    return (
+      err.status >= 500 ||
+      (err.status === 409 && err.slug === 'idempotency-key-in-flight') ||
+      (err.status === 429 && err.slug === 'rate-limited')
+    );
   }
   if (err instanceof TaskyardResponseError) return err.status >= 500;
   return false;

@@ -184,6 +184,17 @@ describe('createBackup: retry policy', () => {
     expect(sleeps).toEqual([1000]);
   });
 
+  it('a 429 rate-limited is retried with the same key no sooner than its Retry-After', async () => {
+    const { client, calls, sleeps, keys } = clientWith([
+      problem(429, 'rate-limited', 'too many', { 'retry-after': '12' }),
+      accepted(),
+    ]);
+    await client.createBackup({ idempotencyKey: 'limited-1' });
+    expect(calls).toHaveLength(2);
+    expect(keys()).toEqual(['limited-1', 'limited-1']);
+    expect(sleeps).toEqual([12000]);
+  });
+
   it('a 503 Retry-After longer than the backoff cap is still honoured', async () => {
     const { client, sleeps } = clientWith([
       problem(503, 'dependency-unavailable', 'redis down', { 'retry-after': '7' }),

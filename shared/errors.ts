@@ -121,8 +121,12 @@ export class DependencyUnavailableError extends ProblemError {
   readonly slug = 'dependency-unavailable';
   readonly status = 503;
   readonly title = 'A dependency is unavailable';
-  constructor(detail: string, retryAfterSeconds = 5, cause?: unknown) {
-    super(detail, { headers: { 'Retry-After': String(retryAfterSeconds) }, cause });
+  constructor(detail: string, retryAfterSeconds = 5, cause?: unknown, extra?: Record<string, unknown>) {
+    super(detail, {
+      headers: { 'Retry-After': String(retryAfterSeconds) },
+      cause,
+      ...(extra ? { extra } : {}),
+    });
   }
 }
 

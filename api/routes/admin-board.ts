@@ -137,12 +137,15 @@ function describeKey(key: string): string {
 }
 
 /**
- * Bull Board's API answers a refusal as `{"error": {"key", "options"}}` JSON, and a throw from
- * one of its handlers (BullMQ refusing a job's options, say) as a 500 with the thrown message.
- * DESIGN.md §4.7 wants problem+json, and no input may cause a 500. So every answer of 400 or
- * more under `/api/` is sent as a problem with the status the board chose (400
- * validation-failed, 403 and 405 forbidden, 404 not-found, 409 conflict), and a throw is a
- * 400 that names it, or 503 when Redis is what failed. The board's own `error` member is kept: its page reads it.
+ * Bull Board's API answers a refusal as JSON (`error: {key, options}`, sometimes `message`,
+ * `code`, `jobSchedulerId`), and a throw from one of its handlers as a 500 with the thrown
+ * message. DESIGN.md §4.7 wants problem+json, and no input may cause a 500. So every answer of
+ * 400 or more under `/api/` is sent as a problem with the status the board chose (400
+ * validation-failed, 403 and 405 forbidden, 404 not-found, 409 conflict), every member of the
+ * board's body kept beside the standard ones (its page reads them for its messages). A throw
+ * is classified: Redis away → 503; a Redis reply error (a server fault, e.g. WRONGTYPE or OOM)
+ * → 500 with nothing of the reply; anything else is BullMQ or the board refusing what the
+ * admin asked (job options, say) → 400 quoting it.
  */
 function boardProblems(redis: Redis): RequestHandler {
   return (req, res, next) => {
@@ -167,18 +170,27 @@ function boardProblem(
   body: unknown,
   redis: Redis,
 ): ProblemError {
-  const b = (typeof body === 'object' && body !== null ? body : {}) as {
+  const b = (typeof body === 'object' && body !== null ? body : {}) as Record<string | symbol, unknown> & {
     error?: { key?: unknown; options?: unknown };
-    [THROWN]?: unknown;
   };
   const thrown = b[THROWN];
   if (thrown !== undefined) {
     const err = toError(thrown);
+    const page = (message: string) => ({
+      extra: { error: { key: 'ERRORS.INTERNAL_SERVER_ERROR' }, message },
+    });
     if (redis.status !== 'ready') {
-      return new DependencyUnavailableError('Redis is not connected; retry once it is.', 5, err);
+      const detail = 'Redis is not connected; retry once it is.';
+      return new DependencyUnavailableError(detail, 5, err, page(detail).extra);
+    }
+    if (err.name === 'ReplyError') {
+      req.log?.error({ err }, 'Bull Board action failed in Redis');
+      const detail = 'An internal error occurred; it has been logged with this request id.';
+      return new BoardFault(detail, page(detail));
     }
     req.log?.warn({ err, status }, 'Bull Board refused the request');
-    return new BoardRefusal(400, `Bull Board could not do ${where}: ${err.message.slice(0, 500)}`);
+    const detail = `Bull Board could not do ${where}: ${err.message.slice(0, 500)}`;
+    return new BoardRefusal(400, detail, page(detail));
   }
   const key = typeof b.error?.key === 'string' ? b.error.key : 'ERRORS.UNKNOWN';
   const options =
@@ -187,5 +199,12 @@ function boardProblem(
   if (status >= 500 && redis.status !== 'ready') {
     return new DependencyUnavailableError('Redis is not connected; retry once it is.', 5);
   }
-  return new BoardRefusal(status, detail, { extra: { error: b.error } });
+  return new BoardRefusal(status, detail, { extra: { ...b } });
+}
+
+/** A Redis fault under a board action: not the request's doing, so a plain 500. */
+class BoardFault extends ProblemError {
+  readonly slug = 'internal';
+  readonly status = 500;
+  readonly title = 'Internal server error';
 }

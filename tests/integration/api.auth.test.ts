@@ -63,7 +63,7 @@ describe.each(BACKENDS)('api authentication ($backend)', ({ makeUrl }) => {
     expect(r.body.detail).toBe('There is no resource at GET /admin/queues/api/nope.');
   });
 
-  it("the board's own refusals and throws are problem+json 4xx, never its plain JSON or a 500", async () => {
+  it("the board's own refusals and throws are problem+json, 4xx for what the request asked, never its plain JSON", async () => {
     const admin = { key: api.keys.admin };
     // The harness does not wait for Redis, and the board answers 503 until it is connected.
     await waitFor(() => api.redis.status === 'ready', { what: "the api's Redis connection" });
@@ -93,7 +93,40 @@ describe.each(BACKENDS)('api authentication ($backend)', ({ makeUrl }) => {
     expect(add.body.detail).toMatch(
       /^Bull Board could not do POST \/admin\/queues\/api\/queues\/noop\/add: .+/,
     );
+    // What the board's page reads for its message.
+    expect(add.body.error).toEqual({ key: 'ERRORS.INTERNAL_SERVER_ERROR' });
+    expect(add.body.message).toBe(add.body.detail);
     expect(await api.queues.get('noop').getJobCountByTypes('waiting', 'delayed')).toBe(0);
+    // A refusal keeps every member of the board's answer: removing the armed run of a job
+    // scheduler names the scheduler, which the page offers to remove instead.
+    const noop = api.queues.get('noop');
+    await noop.upsertJobScheduler('board-test', { every: 3_600_000 }, { name: 'noop', data: {} });
+    const [armed] = await noop.getJobs(['delayed', 'waiting']);
+    const clean = await call(api, `/admin/queues/api/queues/noop/${encodeURIComponent(armed!.id!)}/clean`, {
+      ...admin,
+      method: 'PUT',
+    });
+    expectProblemShape(clean, 'validation-failed', 400);
+    expect(clean.body).toMatchObject({ code: 'JOB_BELONGS_TO_JOB_SCHEDULER', jobSchedulerId: 'board-test' });
+    expect(clean.body.message).toMatchObject({ key: 'ERRORS.JOB_BELONGS_TO_JOB_SCHEDULER_DETAILS' });
+    await noop.removeJobScheduler('board-test');
+    // A fault inside Redis is the server's, not the request's: a 500 that shows nothing of it.
+    const idKey = `${api.prefix}:noop:id`;
+    await api.redis.del(idKey);
+    await api.redis.hset(idKey, 'not', 'a counter');
+    try {
+      const fault = await call(api, '/admin/queues/api/queues/noop/add', {
+        ...admin,
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ name: 'x', data: {} }),
+      });
+      expectProblemShape(fault, 'internal', 500);
+      expect(fault.body.detail).toBe('An internal error occurred; it has been logged with this request id.');
+      expect(fault.text).not.toMatch(/WRONGTYPE|script|user_script/i);
+    } finally {
+      await api.redis.del(idKey);
+    }
     // Answers below 400 are the board's own JSON, as its page expects.
     const list = await call(api, '/admin/queues/api/queues', admin);
     expect(list.status).toBe(200);

@@ -231,12 +231,13 @@ describe.each(BACKENDS)('reconciler ($backend)', ({ makeUrl }) => {
         config: own.config,
         reconcilePage: 2,
       }).reconcile!;
-      // Five queued backups, oldest first. The two oldest still have their jobs (a backlog the
-      // workers have not reached); the three newer ones lost theirs.
-      const ids = Array.from({ length: 5 }, () => randomUUID());
+      // Five queued backups created in the same millisecond, so only the id orders them and
+      // every page boundary falls inside one created_at. The two first still have their jobs
+      // (a backlog the workers have not reached); the three others lost theirs.
+      const ids = Array.from({ length: 5 }, (_, i) => `00000000-0000-4000-8000-00000000000${i}`);
       const base = Date.now() - 10_000;
       for (const [i, id] of ids.entries()) {
-        await insertBackup(own.db.db, { id, label: null, trigger: 'manual', now: base + i });
+        await insertBackup(own.db.db, { id, label: null, trigger: 'manual', now: base });
         if (i < 2)
           await own.queues.add(
             'backups',
@@ -262,9 +263,15 @@ describe.each(BACKENDS)('reconciler ($backend)', ({ makeUrl }) => {
       expect(await walk({} as Job, ctx)).toMatchObject({ checked: 2, requeued: 0 });
       expect(await queue.getJobCounts('waiting')).toEqual({ waiting: 5 });
 
-      // A place that no longer parses (or was lost with Redis) only restarts the walk.
-      await own.redis.set(`${own.prefix}:reconcile:cursor:backups`, 'not json');
-      expect(await walk({} as Job, ctx)).toMatchObject({ checked: 2, requeued: 0 });
+      // A place that no longer parses, or is no whole number (Postgres would refuse it for a
+      // bigint on every tick), or was lost with Redis, only restarts the walk.
+      const cursorKey = `${own.prefix}:reconcile:cursor:backups`;
+      for (const bad of ['not json', JSON.stringify({ createdAt: base + 0.5, id: ids[0] })]) {
+        await own.redis.set(cursorKey, bad);
+        expect(await walk({} as Job, ctx)).toMatchObject({ checked: 2, requeued: 0 });
+      }
+      // The place outlives three ticks (at least an hour).
+      expect(await own.redis.ttl(cursorKey)).toBeGreaterThan(3000);
     } finally {
       await own.close();
     }

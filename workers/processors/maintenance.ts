@@ -25,7 +25,7 @@ import { probeRunJobId } from '../../queues/probe-producer';
 import { pruneJobId } from '../../queues/pruning-producer';
 import type { DatabaseHandle } from '../../shared/db/database';
 import { listUndispatchedOutbox, MARK_DISPATCHED_MAX_IDS } from '../../shared/db/outbox-store';
-import { LockBusyError } from '../../shared/errors';
+import { LockBusyError, toError } from '../../shared/errors';
 import type { Locks } from '../../shared/locks';
 import type { Logger } from '../../shared/logger';
 import { backupJobId } from '../../queues/backup-producer';
@@ -43,7 +43,7 @@ export interface MaintenanceDeps {
   locks: Locks;
   clock: Clock;
   logger: Logger;
-  config: Pick<Config, 'RECONCILE_AFTER_MS'>;
+  config: Pick<Config, 'RECONCILE_AFTER_MS' | 'RECONCILE_EVERY_MS'>;
   /** Rows of each kind one reconcile tick checks. @defaultValue RECONCILE_PAGE */
   reconcilePage?: number;
 }
@@ -51,11 +51,16 @@ export interface MaintenanceDeps {
 /**
  * Rows of each kind one reconcile tick checks (each costs a few Redis round trips). The next
  * tick goes on after the last row checked, so a backlog larger than a page is walked through
- * a page a minute instead of the oldest page being checked again every time.
+ * a page a tick instead of the oldest page being checked again every time.
  */
 export const RECONCILE_PAGE = 1000;
-/** A place kept longer than this is stale: the walk starts again from the oldest row. */
-const RECONCILE_CURSOR_TTL_S = 3600;
+/**
+ * A place not refreshed for three ticks (and at least an hour) is dropped: ticks stopped (no
+ * worker runs maintenance), so the walk starts again from the oldest row when they resume.
+ */
+function cursorTtlSeconds(everyMs: number): number {
+  return Math.max(3600, Math.ceil((3 * everyMs) / 1000));
+}
 
 /** The api dispatches right after commit; the relay takes rows left undispatched this long. */
 export const RELAY_AFTER_MS = 2_000;
@@ -196,6 +201,7 @@ export function createMaintenanceProcessors(deps: MaintenanceDeps): Record<strin
     list: (opts: { createdBefore: number; limit: number; after?: KeysetAfter }) => Promise<R[]>,
     visit: (row: R) => Promise<void>,
   ): Promise<void> {
+    if (ctx.signal.aborted) return;
     const key = `${deps.prefix}:reconcile:cursor:${kind}`;
     const after = parseCursor(await deps.redis.get(key));
     const rows = await list({
@@ -203,10 +209,25 @@ export function createMaintenanceProcessors(deps: MaintenanceDeps): Record<strin
       limit: pageSize,
       after,
     });
+    let errors = 0;
+    let firstError: unknown;
     for (const row of rows) {
       // Stopping (a drain, a lost lock): keep the place where it was; the rows are checked again.
       if (ctx.signal.aborted) return;
-      await visit(row);
+      try {
+        await visit(row);
+      } catch (err) {
+        // One row that cannot be reconciled (a payload the producer refuses, say) must not
+        // stop the rows behind it or the other kinds; it is tried again on the next walk.
+        errors++;
+        firstError ??= err;
+      }
+    }
+    if (errors > 0) {
+      ctx.logger.warn(
+        { kind, errors, err: toError(firstError) },
+        'reconciler could not check some rows; they are tried again on the next walk',
+      );
     }
     const last = rows.at(-1);
     if (rows.length < pageSize || !last) await deps.redis.del(key);
@@ -215,7 +236,7 @@ export function createMaintenanceProcessors(deps: MaintenanceDeps): Record<strin
         key,
         JSON.stringify({ createdAt: Number(last.created_at), id: last.id }),
         'EX',
-        RECONCILE_CURSOR_TTL_S,
+        cursorTtlSeconds(deps.config.RECONCILE_EVERY_MS),
       );
   }
 
@@ -368,7 +389,8 @@ function parseCursor(text: string | null): KeysetAfter | undefined {
   if (text === null) return undefined;
   try {
     const v = JSON.parse(text) as Partial<KeysetAfter>;
-    if (typeof v.createdAt === 'number' && Number.isFinite(v.createdAt) && typeof v.id === 'string') {
+    // A whole number: Postgres refuses anything else for a bigint, every tick.
+    if (typeof v.createdAt === 'number' && Number.isSafeInteger(v.createdAt) && typeof v.id === 'string') {
       return { createdAt: v.createdAt, id: v.id };
     }
   } catch {

@@ -63,6 +63,17 @@ export interface SingleRunnerContext {
  * fence equal to the caller's own token is a reset too: the counter climbed back to it, and
  * an older holder may still be running with that same token.
  */
+/** KEYS: fence, lock pairs. Deletes each fence whose lock is not held; returns how many. */
+const FORGET_FENCES_LUA = `
+local deleted = 0
+for i = 1, #KEYS, 2 do
+  if redis.call('EXISTS', KEYS[i + 1]) == 0 then
+    deleted = deleted + redis.call('DEL', KEYS[i])
+  end
+end
+return deleted
+`;
+
 const ADVANCE_FENCE_LUA = `
 local current = tonumber(redis.call('GET', KEYS[1]) or '0')
 local stored = tonumber(ARGV[1])
@@ -98,10 +109,14 @@ export interface Locks {
   currentFence(scope: string): Promise<number>;
   /**
    * Delete the fencing counters of scopes whose resource no longer exists (a pruned
-   * simulation), so per-resource counters do not pile up in Redis for ever. Only for scopes
-   * nobody can hold again for the old resource: a later holder starts again from token 1.
+   * simulation), so per-resource counters do not pile up in Redis for ever; a later holder
+   * starts again from token 1. A scope whose lock is held keeps its counter: its id was
+   * reused and a new holder already has a token from it, which a reset would make look stale
+   * to nobody. (Resetting is unsafe only for a holder that took its token and then lost its
+   * lock, which takes a whole lock TTL; call this right after the resource is gone.)
+   * @returns how many counters were deleted
    */
-  forgetFences(scopes: readonly string[]): Promise<void>;
+  forgetFences(scopes: readonly string[]): Promise<number>;
 }
 
 export interface LocksDeps {
@@ -328,10 +343,11 @@ export function createLocks(deps: LocksDeps): Locks {
       return value === null ? 0 : Number(value);
     },
 
-    async forgetFences(scopes: readonly string[]): Promise<void> {
-      if (scopes.length === 0) return;
+    async forgetFences(scopes: readonly string[]): Promise<number> {
+      if (scopes.length === 0) return 0;
       for (const scope of scopes) assertLockScope(scope);
-      await fenceClient.del(...scopes.map((scope) => redisKeys.fence(prefix, scope)));
+      const keys = scopes.flatMap((scope) => [redisKeys.fence(prefix, scope), redisKeys.lock(prefix, scope)]);
+      return Number(await fenceClient.eval(FORGET_FENCES_LUA, keys.length, ...keys));
     },
   };
 }

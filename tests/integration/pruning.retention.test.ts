@@ -354,6 +354,10 @@ describe.each(BACKENDS)('pruning ($backend)', ({ makeUrl }) => {
     // Fencing counters in Redis of a simulation that goes and of one that stays.
     await api.redis.set(`${api.prefix}:fence:simulation:old-succeeded`, '3');
     await api.redis.set(`${api.prefix}:fence:simulation:boundary`, '4');
+    // A pruned simulation whose id was taken again at once: its lock is held, and the holder's
+    // token came from this counter, so the counter stays.
+    await api.redis.set(`${api.prefix}:fence:simulation:old-failed`, '7');
+    await api.redis.set(`${api.prefix}:lock:simulation:old-failed`, 'holder', 'PX', 60_000);
     const before = await snapshot();
 
     const dry = await prune(true);
@@ -371,6 +375,7 @@ describe.each(BACKENDS)('pruning ($backend)', ({ makeUrl }) => {
     // A pruned simulation's counter goes with it; a kept one's stays. (The dry run kept both.)
     expect(await locks.currentFence('simulation:old-succeeded')).toBe(0);
     expect(await locks.currentFence('simulation:boundary')).toBe(4);
+    expect(await locks.currentFence('simulation:old-failed')).toBe(7);
 
     const after = await snapshot();
     expect(after).toMatchObject({

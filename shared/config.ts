@@ -142,7 +142,30 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     });
     throw new ConfigError(problems);
   }
+  const crossed = crossFieldProblems(parsed.data);
+  if (crossed.length > 0) throw new ConfigError(crossed);
   return Object.freeze(parsed.data);
+}
+
+/**
+ * Settings that are each valid but wrong together. Finished runs must outlive what points
+ * at them: a probe sample names its run, and a replayed `POST /v1/probes/runs` or
+ * `/v1/pruning/runs` answers with the run's Location for IDEMPOTENCY_TTL_HOURS.
+ */
+function crossFieldProblems(c: z.infer<typeof schema>): string[] {
+  const problems: string[] = [];
+  if (c.RUN_RETENTION_DAYS < c.PROBE_SAMPLE_RETENTION_DAYS) {
+    problems.push(
+      `RUN_RETENTION_DAYS=${c.RUN_RETENTION_DAYS}: must be at least PROBE_SAMPLE_RETENTION_DAYS (${c.PROBE_SAMPLE_RETENTION_DAYS}), or kept samples would name runs already pruned`,
+    );
+  }
+  const replayDays = Math.ceil(c.IDEMPOTENCY_TTL_HOURS / 24);
+  if (c.RUN_RETENTION_DAYS < replayDays) {
+    problems.push(
+      `RUN_RETENTION_DAYS=${c.RUN_RETENTION_DAYS}: must be at least ${replayDays} (IDEMPOTENCY_TTL_HOURS=${c.IDEMPOTENCY_TTL_HOURS} in days, rounded up), or a replayed answer would point at a run already pruned`,
+    );
+  }
+  return problems;
 }
 
 /** Per-queue worker concurrency from the config. */

@@ -39,8 +39,10 @@ export function renderResults(
         continue;
       }
       const ratio = f.value / f.reference.value;
+      // A reference of 0 (a latency under autocannon's 1 ms resolution) gives no ratio.
+      const shown = Number.isFinite(ratio) ? ratio.toFixed(2) : '—';
       lines.push(
-        `| ${f.name} | ${fmt(f.value)} ${f.unit} | ${f.reference.name} | ${fmt(f.reference.value)} ${f.unit} | ${ratio.toFixed(2)} | ${target(f.targetRatio)} | ${met(ratio, f.targetRatio)} |`,
+        `| ${f.name} | ${fmt(f.value)} ${f.unit} | ${f.reference.name} | ${fmt(f.reference.value)} ${f.unit} | ${shown} | ${target(f.targetRatio)} | ${met(ratio, f.targetRatio)} |`,
       );
     }
     lines.push('');
@@ -56,6 +58,7 @@ function target(t: number | undefined): string {
 
 function met(ratio: number, t: number | undefined): string {
   if (t === undefined) return '—';
+  if (!Number.isFinite(ratio)) return 'no (no ratio)';
   return ratio >= t ? 'yes' : 'no';
 }
 

@@ -41,6 +41,7 @@ export async function insertBackup(
     verify_job_id: null,
     verified_at: null,
     verify_error: null,
+    imported_at: null,
   };
   await db.insertInto('backups').values(row).execute();
   return row;
@@ -203,6 +204,9 @@ export const RESTORED_UNFINISHED =
  * the reconciler would run them again here and write `taskyard-backup-<id>` over the file of
  * the same name, which may be the very archive restored from. They are failed instead, with
  * {@link RESTORED_UNFINISHED} as the error.
+ *
+ * Every restored row is also stamped `imported_at` (kept when an earlier restore set it):
+ * its archive file belongs to the source install, so retention here deletes the row only.
  * @returns ids of the backups failed, and of those whose verification was failed
  */
 export async function settleRestoredBackups(
@@ -222,6 +226,7 @@ export async function settleRestoredBackups(
       .where('verify_status', 'in', ['queued', 'running'])
       .returning('id')
       .execute();
+    await trx.updateTable('backups').set({ imported_at: now }).where('imported_at', 'is', null).execute();
     return { backups: backups.map((r) => r.id), verifications: verifications.map((r) => r.id) };
   });
 }

@@ -89,6 +89,8 @@ export interface BackupsTable {
   verify_job_id: string | null;
   verified_at: number | null;
   verify_error: string | null;
+  /** Set by `taskyard restore`: the row came from another install, and so did its file. */
+  imported_at: number | null;
 }
 
 export type SimulationStatus = 'queued' | 'running' | 'succeeded' | 'failed' | 'cancelled';

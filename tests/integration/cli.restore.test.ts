@@ -10,6 +10,8 @@ import { createDatabase } from '../../shared/db/database';
 import { openMigrated, readAllRows, seedSmallDatabase } from '../helpers/backup-fixtures';
 import { disposeTestDatabase } from '../helpers/test-database';
 import { BACKENDS, testSqliteUrl } from '../helpers/services';
+import { createLogger } from '../../shared/logger';
+import { applyBackupRetention } from '../../workers/processors/backups';
 
 async function run(argv: string[]) {
   const out: string[] = [];
@@ -125,6 +127,65 @@ describe('taskyard restore', () => {
         });
       } finally {
         await target.close();
+      }
+    },
+  );
+
+  it.each(BACKENDS)(
+    'retention on the restored $backend database deletes restored rows but never their archives, which the source install still lists',
+    async ({ makeUrl }) => {
+      const src = testSqliteUrl('cli_restore_keep_src');
+      const url = makeUrl('cli_restore_keep');
+      urls.push(src, url);
+      // Both installs share one BACKUP_DIR, as when a user moves from SQLite to Postgres in place.
+      const shared = fs.mkdtempSync(path.join(os.tmpdir(), 'taskyard-shared-backups-'));
+      const succeeded = (id: string, finishedAt: number) => ({
+        id,
+        label: id.slice(0, 8),
+        status: 'succeeded' as const,
+        trigger: 'manual' as const,
+        file_name: `taskyard-backup-${id}.ndjson.gz`,
+        created_at: finishedAt,
+        finished_at: finishedAt,
+      });
+      const sourceIds = [randomUUID(), randomUUID(), randomUUID()];
+      const source = await openMigrated(src);
+      try {
+        await source.db
+          .insertInto('backups')
+          .values(sourceIds.map((id, i) => succeeded(id, 1_000 * (i + 1))))
+          .execute();
+      } finally {
+        await source.close();
+      }
+      for (const id of sourceIds) fs.writeFileSync(path.join(shared, `taskyard-backup-${id}.ndjson.gz`), id);
+      const taken = await writeBackupArchive(src, { dir, fileName: 'keep.ndjson.gz' });
+      expect((await run(['restore', taken.path, '--database-url', url])).code).toBe(0);
+
+      const target = await createDatabase(url);
+      try {
+        // One backup of the new install's own, the oldest, so retention takes it too.
+        const ownId = randomUUID();
+        await target.db.insertInto('backups').values(succeeded(ownId, 500)).execute();
+        fs.writeFileSync(path.join(shared, `taskyard-backup-${ownId}.ndjson.gz`), ownId);
+
+        const config = { BACKUP_DIR: shared, BACKUP_KEEP_LAST: 1 };
+        const log = createLogger({ level: 'silent' });
+        expect(await applyBackupRetention({ db: target, config }, log, { dryRun: true })).toEqual({
+          backups: 3,
+          files: 1,
+        });
+        expect(await applyBackupRetention({ db: target, config }, log)).toEqual({ backups: 3, files: 1 });
+
+        const left = await target.db.selectFrom('backups').select('id').execute();
+        expect(left.map((r) => r.id)).toEqual([sourceIds[2]]);
+        // Every archive of the source install is still there; only the new install's own went.
+        expect(fs.readdirSync(shared).sort()).toEqual(
+          sourceIds.map((id) => `taskyard-backup-${id}.ndjson.gz`).sort(),
+        );
+      } finally {
+        await target.close();
+        fs.rmSync(shared, { recursive: true, force: true });
       }
     },
   );

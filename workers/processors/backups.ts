@@ -241,7 +241,7 @@ export async function applyBackupRetention(
     backups = await countSucceededBackupsBeyond(db, deps.config.BACKUP_KEEP_LAST);
     // Files of the first page only (1000 rows): a dry run reports, it need not be exact beyond.
     for (const row of await succeededBackupsBeyond(db, deps.config.BACKUP_KEEP_LAST)) {
-      const file = fileOf(row.file_name);
+      const file = row.imported_at === null ? fileOf(row.file_name) : null;
       if (file && (await exists(file))) files++;
     }
     return { backups, files };
@@ -250,11 +250,17 @@ export async function applyBackupRetention(
     const rows = await succeededBackupsBeyond(db, deps.config.BACKUP_KEEP_LAST);
     for (const row of rows) {
       opts.signal?.throwIfAborted();
-      const file = fileOf(row.file_name);
+      // A restored row's file is the source install's archive, which that install still lists.
+      const file = row.imported_at === null ? fileOf(row.file_name) : null;
       if (file && (await removeIfPresent(file))) files++;
       await deleteBackupRow(db, row.id);
       backups++;
-      log.info({ backup_id: row.id, status: 'deleted' }, 'backup removed by retention');
+      log.info(
+        { deleted_backup_id: row.id, status: 'deleted', archive_kept: row.imported_at !== null },
+        row.imported_at === null
+          ? 'backup removed by retention'
+          : 'restored backup row removed by retention; its archive belongs to the install it was restored from and is kept',
+      );
     }
     if (rows.length === 0) break;
   }

@@ -322,10 +322,18 @@ async function main(): Promise<void> {
   if (adminKey) {
     lines.push(adminKeyLine(adminKey));
     adminKey = undefined;
+  } else {
+    lines.push(
+      `  admin key:  ${config.TASKYARD_ADMIN_KEY ? 'the one in TASKYARD_ADMIN_KEY' : LOST_KEY_HINT}`,
+    );
   }
   lines.push('  Ctrl-C stops everything (a second Ctrl-C stops at once).', '');
   process.stdout.write(lines.join('\n') + '\n');
 }
+
+/** Keys are stored hashed: a lost one cannot be shown again, only replaced. */
+const LOST_KEY_HINT =
+  'made on the first start and shown then; lost it? npm run taskyard -- keys create --name <you> --scopes admin';
 
 function dbFilePath(url: string): string | undefined {
   const m = /^sqlite:(.+)$/.exec(url);

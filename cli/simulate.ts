@@ -2,7 +2,12 @@ import fsp from 'node:fs/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { randomUUID } from 'node:crypto';
 import { ZodError } from 'zod';
-import { createClient, TaskyardProblemError, type SimulationViewBody } from '../shared/client';
+import {
+  createClient,
+  TaskyardNetworkError,
+  TaskyardProblemError,
+  type SimulationViewBody,
+} from '../shared/client';
 import type { SimulationScenarioInput } from '../shared/contract/simulation';
 
 /** Largest scenario file read: the api takes bodies of at most 64 KiB anyway. */
@@ -26,6 +31,12 @@ export interface SimulateArgs {
  */
 export async function simulate(a: SimulateArgs): Promise<number> {
   const scenario = await readScenario(a.file);
+  if (typeof scenario === 'object' && scenario !== null && 'scenario' in scenario) {
+    // The POST body of /v1/simulations, pasted whole: the file holds its `scenario` only.
+    throw new Error(
+      `${a.file} holds a "scenario" key: put only the scenario object in the file (arrival, service, servers, …), and the id in --id`,
+    );
+  }
   const id = a.id ?? `cli-${new Date().toISOString().slice(0, 10)}-${randomUUID().slice(0, 8)}`;
   const client = createClient({ baseUrl: a.url, apiKey: a.apiKey });
   let view: SimulationViewBody;
@@ -39,6 +50,9 @@ export async function simulate(a: SimulateArgs): Promise<number> {
       throw new Error(
         `the scenario in ${a.file} is not valid: ${err.issues.map((i) => `${i.path.join('.') || '(scenario)'}: ${i.message}`).join('; ')}`,
       );
+    }
+    if (err instanceof TaskyardNetworkError) {
+      throw new Error(`${err.message} (set --url or TASKYARD_URL; the default is http://127.0.0.1:3000)`);
     }
     if (err instanceof TaskyardProblemError && err.slug === 'simulation-exists') {
       throw new Error(`simulation "${id}" already exists with another scenario; choose another --id`);

@@ -119,7 +119,7 @@ export function createHttpClient(opts: HttpClientOptions): HttpClient {
       spec.signal?.throwIfAborted();
       const code = networkCode(err);
       if (err instanceof TypeError || (code !== null && NETWORK_CODES.has(code))) {
-        throw new TaskyardNetworkError(spec.method, spec.path, code, { cause: err });
+        throw new TaskyardNetworkError(spec.method, spec.path, code, { cause: err }, base);
       }
       throw err;
     }

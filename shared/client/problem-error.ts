@@ -77,12 +77,26 @@ export class TaskyardNetworkError extends Error {
     readonly path: string,
     readonly code: string | null,
     options: { cause: unknown },
+    /** The api's base URL as configured; shown without any user:password in it. */
+    readonly baseUrl?: string,
   ) {
+    const where = baseUrl === undefined ? '' : ` at ${withoutCredentials(baseUrl)}`;
     super(
-      `${method} ${path}: could not reach the taskyard api${code ? ` (${code})` : ''}; the request may be retried`,
+      `${method} ${path}: could not reach the taskyard api${where}${code ? ` (${code})` : ''}: is it running there?`,
       options,
     );
     this.name = 'TaskyardNetworkError';
+  }
+}
+
+function withoutCredentials(url: string): string {
+  try {
+    const u = new URL(url);
+    u.username = '';
+    u.password = '';
+    return u.toString().replace(/\/$/, '');
+  } catch {
+    return '(the configured URL)';
   }
 }
 

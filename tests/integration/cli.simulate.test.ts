@@ -4,7 +4,7 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { EXIT_FAILED, EXIT_OK, EXIT_USAGE, runCli } from '../../cli/taskyard';
 import { simulationsQueue } from '../../queues/simulations';
-import { BACKENDS } from '../helpers/services';
+import { BACKENDS, closedPort } from '../helpers/services';
 import { startInProcessWorker } from '../helpers/worker-harness';
 import { startApi, type ApiUnderTest } from './api.harness';
 
@@ -94,5 +94,22 @@ describe.each(BACKENDS)('taskyard simulate ($backend)', ({ makeUrl }) => {
     const missing = await run([path.join(dir, 'nope.json')]);
     expect(missing.code).toBe(EXIT_FAILED);
     expect(missing.err).toContain('no scenario file');
+
+    // The whole POST body pasted into the file: told to keep only the scenario.
+    const whole = path.join(dir, 'whole-body.json');
+    fs.writeFileSync(whole, JSON.stringify({ simulation_id: 'x', scenario: { servers: 1 } }));
+    const pasted = await run([whole]);
+    expect(pasted.code).toBe(EXIT_FAILED);
+    expect(pasted.err).toContain(`${whole} holds a "scenario" key: put only the scenario object in the file`);
+  });
+
+  it('an api it cannot reach is named, with how to point at another one', async () => {
+    const url = `http://127.0.0.1:${await closedPort()}`;
+    const r = await run([scenarioFile(), '--id', 'cli-sim-unreachable'], { TASKYARD_URL: url });
+    expect(r.code).toBe(EXIT_FAILED);
+    expect(r.err).toContain(
+      `could not reach the taskyard api at ${url} (ECONNREFUSED): is it running there?`,
+    );
+    expect(r.err).toContain('set --url or TASKYARD_URL');
   });
 });

@@ -70,9 +70,13 @@ async function* archiveLines(file: string, signal?: AbortSignal): AsyncGenerator
     const code = (err as NodeJS.ErrnoException).code;
     if (code === 'ENOENT' || code === 'EACCES' || code === 'EISDIR') throw err;
     const what = code === 'Z_BUF_ERROR' ? 'truncated' : 'damaged';
+    // Nothing decoded at all and the gzip header is wrong: not an archive, not a broken one.
+    const notGzip = line === 0 && code === 'Z_DATA_ERROR' && /header/i.test((err as Error).message);
     throw new BackupArchiveError(
       'corrupt',
-      `archive ${path.basename(file)} is ${what} after line ${line} (${(err as Error).message})`,
+      notGzip
+        ? `${path.basename(file)} is not a taskyard backup archive (not gzip data); pass a taskyard-backup-<id>.ndjson.gz file`
+        : `archive ${path.basename(file)} is ${what} after line ${line} (${(err as Error).message})`,
       line + 1,
       { cause: err },
     );

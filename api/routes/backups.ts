@@ -88,7 +88,16 @@ export function backupsRouter(deps: BackupsRouteDeps): Router {
       res.setHeader('Content-Length', String(stat.size));
       res.setHeader('Content-Disposition', `attachment; filename="${path.basename(row.file_name)}"`);
       if (row.sha256) res.setHeader('Digest', `sha-256=${Buffer.from(row.sha256, 'hex').toString('base64')}`);
-      await pipeline(fs.createReadStream(file), res);
+      try {
+        await pipeline(fs.createReadStream(file), res);
+      } catch (err) {
+        // The client went away mid-download: its choice, not a server failure.
+        if ((err as NodeJS.ErrnoException).code === 'ERR_STREAM_PREMATURE_CLOSE') {
+          req.log.info({ backup_id: params.id }, 'backup download ended by the client before the end');
+          return;
+        }
+        throw err;
+      }
     })
     .all(methodNotAllowed(['GET']));
 

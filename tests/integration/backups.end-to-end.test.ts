@@ -1,4 +1,5 @@
-import { createHash } from 'node:crypto';
+import { createHash, randomUUID } from 'node:crypto';
+import http from 'node:http';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -60,6 +61,49 @@ describe.each(BACKENDS)('backups end to end ($backend)', ({ makeUrl }) => {
       if ('gone' in r) throw new Error(`backup ${id} disappeared (404) before it was seen finished`);
       return r;
     });
+
+  it('a download the client abandons half-way is logged at info, not as a failed request', async () => {
+    // An archive far larger than the socket buffers, so the client leaves mid-stream.
+    const id = randomUUID();
+    const fileName = `taskyard-backup-${id}.ndjson.gz`;
+    fs.writeFileSync(path.join(backupDir, fileName), Buffer.alloc(32 * 1024 * 1024, 7));
+    await api.db.db
+      .insertInto('backups')
+      .values({
+        id,
+        label: 'big',
+        status: 'succeeded',
+        trigger: 'manual',
+        file_name: fileName,
+        created_at: 1,
+        finished_at: 1,
+      })
+      .execute();
+    const before = api.logs.length;
+    await new Promise<void>((resolve, reject) => {
+      const req = http.get(
+        `${api.url}/v1/backups/${id}/download`,
+        { headers: { authorization: `Bearer ${api.keys.admin}` } },
+        (res) => {
+          expect(res.statusCode).toBe(200);
+          res.once('data', () => {
+            req.destroy();
+            resolve();
+          });
+        },
+      );
+      req.on('error', (err) => {
+        if (!req.destroyed) reject(err);
+      });
+    });
+    const lines = () => api.logs.slice(before).map((l) => JSON.parse(l) as { level: number; msg: string });
+    await waitFor(() => lines().some((l) => l.msg === 'backup download ended by the client before the end'), {
+      what: 'the abandoned-download line',
+    });
+    expect(lines().filter((l) => l.level >= 50)).toEqual([]);
+    await api.db.db.deleteFrom('backups').where('id', '=', id).execute();
+    fs.rmSync(path.join(backupDir, fileName));
+  });
 
   it('a requested backup is written, recorded with its manifest, and downloadable by an admin', async () => {
     await startWorker();

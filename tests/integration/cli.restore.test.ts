@@ -66,6 +66,18 @@ describe('taskyard restore', () => {
     },
   );
 
+  it('a file that is not gzip is called not an archive, with what to pass instead', async () => {
+    const url = testSqliteUrl('cli_restore_not_gzip');
+    urls.push(url);
+    const notGzip = path.join(dir, 'README.md');
+    fs.writeFileSync(notGzip, '# not a backup\n');
+    const r = await run(['restore', notGzip, '--database-url', url]);
+    expect(r.code).toBe(1);
+    expect(r.err).toBe(
+      'taskyard: README.md is not a taskyard backup archive (not gzip data); pass a taskyard-backup-<id>.ndjson.gz file',
+    );
+  });
+
   it('refuses an archive whose sha256 is not the one given', async () => {
     const url = testSqliteUrl('cli_restore_sha');
     urls.push(url);

@@ -60,15 +60,29 @@ export function connectionErrorLogger(
   let suppressed = 0;
   return (err: Error) => {
     const now = Date.now();
-    if (err.message === lastMessage && now - lastAt < everyMs) {
+    const message = connectionErrorMessage(err);
+    if (message === lastMessage && now - lastAt < everyMs) {
       suppressed++;
       return;
     }
-    logger.warn({ ...fields, err: { message: err.message }, ...(suppressed > 0 ? { suppressed } : {}) }, msg);
-    lastMessage = err.message;
+    logger.warn({ ...fields, err: { message }, ...(suppressed > 0 ? { suppressed } : {}) }, msg);
+    lastMessage = message;
     lastAt = now;
     suppressed = 0;
   };
+}
+
+/**
+ * A connection error's message. Connecting to a host name with several addresses (localhost:
+ * ::1 and 127.0.0.1) fails with an AggregateError whose own message is empty; its parts say
+ * what happened.
+ */
+function connectionErrorMessage(err: Error): string {
+  if (err.message !== '') return err.message;
+  if (err instanceof AggregateError && err.errors.length > 0) {
+    return err.errors.map((e: unknown) => (e instanceof Error ? e.message : String(e))).join('; ');
+  }
+  return (err as NodeJS.ErrnoException).code ?? err.name;
 }
 
 /** Run a listener so that its failure is logged and never takes the process down. */

@@ -30,4 +30,21 @@ describe('connectionErrorLogger', () => {
     ]);
     expect(lines.every((l) => l.level === 40)).toBe(true);
   });
+
+  it('an error with no message of its own (several addresses refused) is logged with its parts', () => {
+    const lines: Array<Record<string, unknown>> = [];
+    const logger = createLogger({ level: 'info' }, { write: (l: string) => void lines.push(JSON.parse(l)) });
+    const onError = connectionErrorLogger(logger, 'redis connection error');
+    onError(
+      new AggregateError([
+        new Error('connect ECONNREFUSED ::1:6379'),
+        new Error('connect ECONNREFUSED 127.0.0.1:6379'),
+      ]),
+    );
+    onError(Object.assign(new Error(''), { code: 'ECONNRESET' }));
+    expect(lines.map((l) => (l.err as { message: string }).message)).toEqual([
+      'connect ECONNREFUSED ::1:6379; connect ECONNREFUSED 127.0.0.1:6379',
+      'ECONNRESET',
+    ]);
+  });
 });

@@ -184,6 +184,13 @@ function boardProblem(
       return new DependencyUnavailableError(detail, 5, err, page(detail).extra);
     }
     if (err.name === 'ReplyError') {
+      if (isScriptRuntimeError(err)) {
+        // BullMQ checks some options only inside its Lua scripts: a value of the wrong type
+        // there is the request's doing, though Redis's wording says nothing useful about it.
+        req.log?.warn({ err }, 'Bull Board action refused by a BullMQ script');
+        const detail = `Bull Board could not do ${where}: BullMQ's script refused the values sent (check the job options' types).`;
+        return new BoardRefusal(400, detail, page(detail));
+      }
       req.log?.error({ err }, 'Bull Board action failed in Redis');
       const detail = 'An internal error occurred; it has been logged with this request id.';
       return new BoardFault(detail, page(detail));
@@ -200,6 +207,15 @@ function boardProblem(
     return new DependencyUnavailableError('Redis is not connected; retry once it is.', 5);
   }
   return new BoardRefusal(status, detail, { extra: { ...b } });
+}
+
+/**
+ * A Lua runtime error inside a script (`ERR user_script:249: attempt to compare number with
+ * string`), as opposed to a reply about the server's state (OOM, WRONGTYPE, READONLY,
+ * LOADING, BUSY, MISCONF, NOSCRIPT…), which the request could not have caused.
+ */
+function isScriptRuntimeError(err: Error): boolean {
+  return /^ERR\b/.test(err.message) && /user_script:\d+:|Error running script/i.test(err.message);
 }
 
 /** A Redis fault under a board action: not the request's doing, so a plain 500. */

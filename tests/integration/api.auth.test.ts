@@ -110,6 +110,19 @@ describe.each(BACKENDS)('api authentication ($backend)', ({ makeUrl }) => {
     expect(clean.body).toMatchObject({ code: 'JOB_BELONGS_TO_JOB_SCHEDULER', jobSchedulerId: 'board-test' });
     expect(clean.body.message).toMatchObject({ key: 'ERRORS.JOB_BELONGS_TO_JOB_SCHEDULER_DETAILS' });
     await noop.removeJobScheduler('board-test');
+    // An option BullMQ checks only inside its Lua script: still the request's doing, a 400,
+    // without Redis's wording.
+    const scripted = await call(api, '/admin/queues/api/queues/noop/add', {
+      ...admin,
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ name: 'x', data: {}, options: { deduplication: { id: 'a', ttl: 'x' } } }),
+    });
+    expectProblemShape(scripted, 'validation-failed', 400);
+    expect(scripted.body.detail).toBe(
+      "Bull Board could not do POST /admin/queues/api/queues/noop/add: BullMQ's script refused the values sent (check the job options' types).",
+    );
+    expect(scripted.text).not.toMatch(/user_script/);
     // A fault inside Redis is the server's, not the request's: a 500 that shows nothing of it.
     const idKey = `${api.prefix}:noop:id`;
     await api.redis.del(idKey);

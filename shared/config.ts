@@ -105,8 +105,11 @@ const schema = z.object({
   PROBE_SAMPLE_RETENTION_DAYS: intFrom(1, 3650).default(7),
   /** Terminal simulations (and their checkpoints) older than this are pruned. @defaultValue 30 */
   SIMULATION_RETENTION_DAYS: intFrom(1, 3650).default(30),
-  /** Finished probe runs and pruning runs older than this are pruned. @defaultValue 30 */
-  RUN_RETENTION_DAYS: intFrom(1, 3650).default(30),
+  /**
+   * Finished probe runs and pruning runs older than this are pruned. Unset, it is 30 or, when
+   * more, PROBE_SAMPLE_RETENTION_DAYS or IDEMPOTENCY_TTL_HOURS in days (what points at runs).
+   */
+  RUN_RETENTION_DAYS: intFrom(1, 3650).optional(),
   /** BullMQ completed and failed jobs older than this are pruned. @defaultValue 24 */
   JOB_RETENTION_HOURS: intFrom(1, 24 * 365).default(24),
   /** Request body limit in bytes. @defaultValue 65536 (64 KiB) */
@@ -118,7 +121,11 @@ const schema = z.object({
   RATE_LIMIT_PER_MINUTE: intFrom(0, 10_000_000).default(6000),
 });
 
-export type Config = Readonly<z.infer<typeof schema>>;
+type Parsed = z.infer<typeof schema>;
+export type Config = Readonly<Omit<Parsed, 'RUN_RETENTION_DAYS'> & { RUN_RETENTION_DAYS: number }>;
+
+/** RUN_RETENTION_DAYS when unset: long enough for everything that points at a run. */
+export const DEFAULT_RUN_RETENTION_DAYS = 30;
 
 export type QueueConcurrency = Readonly<Record<string, number>>;
 
@@ -144,7 +151,17 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   }
   const crossed = crossFieldProblems(parsed.data);
   if (crossed.length > 0) throw new ConfigError(crossed);
-  return Object.freeze(parsed.data);
+  return Object.freeze({
+    ...parsed.data,
+    RUN_RETENTION_DAYS:
+      parsed.data.RUN_RETENTION_DAYS ??
+      Math.max(DEFAULT_RUN_RETENTION_DAYS, parsed.data.PROBE_SAMPLE_RETENTION_DAYS, replayDays(parsed.data)),
+  });
+}
+
+/** How long, in whole days, an idempotent replay can still point at what it created. */
+function replayDays(c: Pick<Parsed, 'IDEMPOTENCY_TTL_HOURS'>): number {
+  return Math.ceil(c.IDEMPOTENCY_TTL_HOURS / 24);
 }
 
 /**
@@ -152,17 +169,18 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
  * at them: a probe sample names its run, and a replayed `POST /v1/probes/runs` or
  * `/v1/pruning/runs` answers with the run's Location for IDEMPOTENCY_TTL_HOURS.
  */
-function crossFieldProblems(c: z.infer<typeof schema>): string[] {
+function crossFieldProblems(c: Parsed): string[] {
   const problems: string[] = [];
+  // Unset, it is made long enough (loadConfig); only a value the user chose can be too short.
+  if (c.RUN_RETENTION_DAYS === undefined) return problems;
   if (c.RUN_RETENTION_DAYS < c.PROBE_SAMPLE_RETENTION_DAYS) {
     problems.push(
       `RUN_RETENTION_DAYS=${c.RUN_RETENTION_DAYS}: must be at least PROBE_SAMPLE_RETENTION_DAYS (${c.PROBE_SAMPLE_RETENTION_DAYS}), or kept samples would name runs already pruned`,
     );
   }
-  const replayDays = Math.ceil(c.IDEMPOTENCY_TTL_HOURS / 24);
-  if (c.RUN_RETENTION_DAYS < replayDays) {
+  if (c.RUN_RETENTION_DAYS < replayDays(c)) {
     problems.push(
-      `RUN_RETENTION_DAYS=${c.RUN_RETENTION_DAYS}: must be at least ${replayDays} (IDEMPOTENCY_TTL_HOURS=${c.IDEMPOTENCY_TTL_HOURS} in days, rounded up), or a replayed answer would point at a run already pruned`,
+      `RUN_RETENTION_DAYS=${c.RUN_RETENTION_DAYS}: must be at least ${replayDays(c)} (IDEMPOTENCY_TTL_HOURS=${c.IDEMPOTENCY_TTL_HOURS} in days, rounded up), or a replayed answer would point at a run already pruned`,
     );
   }
   return problems;

@@ -22,6 +22,14 @@ describe('run retention against what points at runs', () => {
     ).toEqual([]);
   });
 
+  it('unset, it grows to cover what points at runs, so a setup valid before it existed still is', () => {
+    expect(loadConfig({ PROBE_SAMPLE_RETENTION_DAYS: '90' }).RUN_RETENTION_DAYS).toBe(90);
+    expect(
+      loadConfig({ PROBE_SAMPLE_RETENTION_DAYS: '1', IDEMPOTENCY_TTL_HOURS: '720' }).RUN_RETENTION_DAYS,
+    ).toBe(30);
+    expect(loadConfig({ PROBE_SAMPLE_RETENTION_DAYS: '1' }).RUN_RETENTION_DAYS).toBe(30);
+  });
+
   it('runs kept for less time than probe samples are refused, naming both settings', () => {
     expect(problemsOf({ RUN_RETENTION_DAYS: '5', PROBE_SAMPLE_RETENTION_DAYS: '7' })).toEqual([
       'RUN_RETENTION_DAYS=5: must be at least PROBE_SAMPLE_RETENTION_DAYS (7), or kept samples would name runs already pruned',

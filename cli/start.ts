@@ -324,7 +324,7 @@ async function main(): Promise<void> {
     adminKey = undefined;
   } else {
     lines.push(
-      `  admin key:  ${config.TASKYARD_ADMIN_KEY ? 'the one in TASKYARD_ADMIN_KEY' : LOST_KEY_HINT}`,
+      `  admin key:  ${config.TASKYARD_ADMIN_KEY ? "TASKYARD_ADMIN_KEY's, unless it was revoked; " : ''}${LOST_KEY_HINT}`,
     );
   }
   lines.push('  Ctrl-C stops everything (a second Ctrl-C stops at once).', '');
@@ -333,7 +333,7 @@ async function main(): Promise<void> {
 
 /** Keys are stored hashed: a lost one cannot be shown again, only replaced. */
 const LOST_KEY_HINT =
-  'made on the first start and shown then; lost it? npm run taskyard -- keys create --name <you> --scopes admin';
+  'keys are stored hashed and never shown again; to make one: npm run taskyard -- keys create --name <you> --scopes admin';
 
 function dbFilePath(url: string): string | undefined {
   const m = /^sqlite:(.+)$/.exec(url);

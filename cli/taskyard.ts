@@ -39,9 +39,13 @@ Commands:
   keys create --name <name> --scopes <list> create an API key; prints the key once
   keys list                                 list API keys (never the keys themselves)
   keys revoke <id>                          revoke an API key
-  restore <archive> --database-url <url> [--sha256 <hex>]
+  restore <archive> --database-url <url> [--sha256 <hex>] [--adopt-archives]
                                             restore a backup archive into an EMPTY database
-                                            (migrated first; either backend)
+                                            (migrated first; either backend). Restored
+                                            backups' archive files stay the source
+                                            install's (never deleted by this one's
+                                            retention) unless --adopt-archives: use it
+                                            when the source install is gone for good
   simulate <scenario.json> [--id <simulation_id>] [--url <api>] [--no-follow]
                                             start a simulation through the api and follow
                                             it to its end; prints the final run as JSON
@@ -138,7 +142,11 @@ async function dispatch(argv: readonly string[], cli: CliIo): Promise<number> {
   if (command === 'restore') {
     const { values, positionals } = parse(
       rest,
-      { 'database-url': { type: 'string' }, sha256: { type: 'string' } },
+      {
+        'database-url': { type: 'string' },
+        sha256: { type: 'string' },
+        'adopt-archives': { type: 'boolean' },
+      },
       true,
     );
     if (values.help) return help(cli);
@@ -153,7 +161,7 @@ async function dispatch(argv: readonly string[], cli: CliIo): Promise<number> {
     if (sha256 !== undefined && (typeof sha256 !== 'string' || !/^[0-9a-fA-F]{64}$/.test(sha256))) {
       throw new UsageError('--sha256 must be 64 hexadecimal characters');
     }
-    return restore(cli, positionals[0] as string, url, sha256);
+    return restore(cli, positionals[0] as string, url, sha256, values['adopt-archives'] === true);
   }
   if (command === 'simulate') {
     const { values, positionals } = parse(
@@ -348,6 +356,7 @@ async function restore(
   archive: string,
   url: string,
   sha256: string | undefined,
+  adoptArchives: boolean,
 ): Promise<number> {
   // Before the target is opened: opening a sqlite: URL creates the file, and a restore that
   // cannot even read its archive should leave nothing behind.
@@ -370,10 +379,17 @@ async function restore(
       `restored ${archive} (schema ${result.schemaVersion}, from ${result.sourceBackend}, sha256 ${result.sha256}) into ${handle.displayUrl}`,
     );
     cli.out(`rows: ${counts.join(', ') || 'none'}`);
-    const settled = await settleRestoredBackups(handle.db, Date.now());
+    const settled = await settleRestoredBackups(handle.db, Date.now(), { adoptArchives });
     if (settled.backups.length + settled.verifications.length > 0) {
       cli.out(
         `marked failed, as unfinished in the archive (not to be run again here): ${settled.backups.length} backup(s)${settled.backups.length > 0 ? ` (${settled.backups.join(', ')})` : ''}, ${settled.verifications.length} verification(s)`,
+      );
+    }
+    if (settled.imported > 0) {
+      cli.out(
+        adoptArchives
+          ? `adopted ${settled.imported} restored backup(s): this install's retention deletes their archive files like its own`
+          : `${settled.imported} restored backup(s) keep their archive files as the source install's: retention here deletes their rows, never the files (restore with --adopt-archives if the source install is gone for good)`,
       );
     }
     return EXIT_OK;

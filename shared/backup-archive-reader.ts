@@ -75,7 +75,7 @@ async function* archiveLines(file: string, signal?: AbortSignal): AsyncGenerator
     throw new BackupArchiveError(
       'corrupt',
       notGzip
-        ? `${path.basename(file)} is not a taskyard backup archive (not gzip data); pass a taskyard-backup-<id>.ndjson.gz file`
+        ? `${path.basename(file)} is not a taskyard backup archive (not gzip data)`
         : `archive ${path.basename(file)} is ${what} after line ${line} (${(err as Error).message})`,
       line + 1,
       { cause: err },

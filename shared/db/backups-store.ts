@@ -207,12 +207,15 @@ export const RESTORED_UNFINISHED =
  *
  * Every restored row is also stamped `imported_at` (kept when an earlier restore set it):
  * its archive file belongs to the source install, so retention here deletes the row only.
+ * With `adoptArchives` (the source install is gone for good) no row is stamped and earlier
+ * stamps are cleared: this install's retention then deletes those files like its own.
  * @returns ids of the backups failed, and of those whose verification was failed
  */
 export async function settleRestoredBackups(
   db: Kysely<Database>,
   now: number,
-): Promise<{ backups: string[]; verifications: string[] }> {
+  opts: { adoptArchives?: boolean } = {},
+): Promise<{ backups: string[]; verifications: string[]; imported: number }> {
   return db.transaction().execute(async (trx) => {
     const backups = await trx
       .updateTable('backups')
@@ -226,7 +229,26 @@ export async function settleRestoredBackups(
       .where('verify_status', 'in', ['queued', 'running'])
       .returning('id')
       .execute();
-    await trx.updateTable('backups').set({ imported_at: now }).where('imported_at', 'is', null).execute();
-    return { backups: backups.map((r) => r.id), verifications: verifications.map((r) => r.id) };
+    // Adopted (the source install is gone for good): every restored archive becomes this
+    // install's own, earlier stamps included.
+    const stamped = opts.adoptArchives
+      ? await trx.updateTable('backups').set({ imported_at: null }).executeTakeFirst()
+      : await trx
+          .updateTable('backups')
+          .set({ imported_at: now })
+          .where('imported_at', 'is', null)
+          .executeTakeFirst();
+    const imported = opts.adoptArchives
+      ? Number(stamped.numUpdatedRows)
+      : Number(
+          (
+            await trx
+              .selectFrom('backups')
+              .select((eb) => eb.fn.countAll().as('n'))
+              .where('imported_at', 'is not', null)
+              .executeTakeFirstOrThrow()
+          ).n,
+        );
+    return { backups: backups.map((r) => r.id), verifications: verifications.map((r) => r.id), imported };
   });
 }

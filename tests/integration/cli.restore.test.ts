@@ -66,16 +66,14 @@ describe('taskyard restore', () => {
     },
   );
 
-  it('a file that is not gzip is called not an archive, with what to pass instead', async () => {
+  it('a file that is not gzip is called not an archive, not a damaged one', async () => {
     const url = testSqliteUrl('cli_restore_not_gzip');
     urls.push(url);
     const notGzip = path.join(dir, 'README.md');
     fs.writeFileSync(notGzip, '# not a backup\n');
     const r = await run(['restore', notGzip, '--database-url', url]);
     expect(r.code).toBe(1);
-    expect(r.err).toBe(
-      'taskyard: README.md is not a taskyard backup archive (not gzip data); pass a taskyard-backup-<id>.ndjson.gz file',
-    );
+    expect(r.err).toBe('taskyard: README.md is not a taskyard backup archive (not gzip data)');
   });
 
   it('refuses an archive whose sha256 is not the one given', async () => {
@@ -172,7 +170,11 @@ describe('taskyard restore', () => {
       }
       for (const id of sourceIds) fs.writeFileSync(path.join(shared, `taskyard-backup-${id}.ndjson.gz`), id);
       const taken = await writeBackupArchive(src, { dir, fileName: 'keep.ndjson.gz' });
-      expect((await run(['restore', taken.path, '--database-url', url])).code).toBe(0);
+      const restored = await run(['restore', taken.path, '--database-url', url]);
+      expect(restored.code).toBe(0);
+      expect(restored.out).toContain(
+        "3 restored backup(s) keep their archive files as the source install's: retention here deletes their rows, never the files (restore with --adopt-archives if the source install is gone for good)",
+      );
 
       const target = await createDatabase(url);
       try {
@@ -201,6 +203,51 @@ describe('taskyard restore', () => {
       }
     },
   );
+
+  it("with --adopt-archives the restored backups are this install's own: retention deletes their files too", async () => {
+    const src = testSqliteUrl('cli_restore_adopt_src');
+    const url = testSqliteUrl('cli_restore_adopt');
+    urls.push(src, url);
+    const own = fs.mkdtempSync(path.join(os.tmpdir(), 'taskyard-adopt-backups-'));
+    const ids = [randomUUID(), randomUUID()];
+    const source = await openMigrated(src);
+    try {
+      await source.db
+        .insertInto('backups')
+        .values(
+          ids.map((id, i) => ({
+            id,
+            label: null,
+            status: 'succeeded' as const,
+            trigger: 'manual' as const,
+            file_name: `taskyard-backup-${id}.ndjson.gz`,
+            created_at: 1_000 * (i + 1),
+            finished_at: 1_000 * (i + 1),
+          })),
+        )
+        .execute();
+    } finally {
+      await source.close();
+    }
+    for (const id of ids) fs.writeFileSync(path.join(own, `taskyard-backup-${id}.ndjson.gz`), id);
+    const taken = await writeBackupArchive(src, { dir, fileName: 'adopt.ndjson.gz' });
+    const r = await run(['restore', taken.path, '--database-url', url, '--adopt-archives']);
+    expect(r.code).toBe(0);
+    expect(r.out).toContain(
+      "adopted 2 restored backup(s): this install's retention deletes their archive files like its own",
+    );
+    const target = await createDatabase(url);
+    try {
+      const log = createLogger({ level: 'silent' });
+      expect(
+        await applyBackupRetention({ db: target, config: { BACKUP_DIR: own, BACKUP_KEEP_LAST: 1 } }, log),
+      ).toEqual({ backups: 1, files: 1 });
+      expect(fs.readdirSync(own)).toEqual([`taskyard-backup-${ids[1]}.ndjson.gz`]);
+    } finally {
+      await target.close();
+      fs.rmSync(own, { recursive: true, force: true });
+    }
+  });
 
   it('a SQLite archive holding U+0000 in text is refused by Postgres with the table named and what to do', async () => {
     const src = testSqliteUrl('cli_restore_nul_src');

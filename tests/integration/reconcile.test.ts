@@ -276,4 +276,38 @@ describe.each(BACKENDS)('reconciler ($backend)', ({ makeUrl }) => {
       await own.close();
     }
   });
+
+  it('a row that cannot be checked is skipped, and the rows behind it are still reconciled', async () => {
+    const own = await startApi({
+      databaseUrl: makeUrl('reconcile-skip'),
+      env: { RECONCILE_AFTER_MS: '0' },
+    });
+    try {
+      const tick = createMaintenanceProcessors({
+        redis: own.redis,
+        prefix: own.prefix,
+        db: own.db,
+        queues: own.queues,
+        locks: createLocks({ redis: own.redis, prefix: own.prefix, logger }),
+        clock: systemClock,
+        logger,
+        config: own.config,
+      }).reconcile!;
+      const ids = [0, 1, 2].map((i) => `00000000-0000-4000-8000-00000000001${i}`);
+      for (const id of ids) await insertBackup(own.db.db, { id, label: null, trigger: 'manual', now: now() });
+      // The middle row's job key holds a string: reading its job fails (WRONGTYPE) every time.
+      const poisoned = `${own.prefix}:backups:backup-${ids[1]}`;
+      await own.redis.set(poisoned, 'not a job hash');
+      try {
+        expect(await tick({} as Job, ctx)).toMatchObject({ checked: 2, requeued: 2 });
+        const queue = own.queues.get('backups');
+        expect(await queue.getJob(`backup-${ids[0]}`)).toBeDefined();
+        expect(await queue.getJob(`backup-${ids[2]}`)).toBeDefined();
+      } finally {
+        await own.redis.del(poisoned);
+      }
+    } finally {
+      await own.close();
+    }
+  });
 });

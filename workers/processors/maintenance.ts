@@ -25,7 +25,9 @@ import { probeRunJobId } from '../../queues/probe-producer';
 import { pruneJobId } from '../../queues/pruning-producer';
 import type { DatabaseHandle } from '../../shared/db/database';
 import { listUndispatchedOutbox, MARK_DISPATCHED_MAX_IDS } from '../../shared/db/outbox-store';
-import { LockBusyError, toError } from '../../shared/errors';
+import { DeadlineError } from '../../shared/deadline';
+import { isDatabaseUnavailable } from '../../shared/db/unavailable';
+import { DependencyUnavailableError, LockBusyError, toError } from '../../shared/errors';
 import type { Locks } from '../../shared/locks';
 import type { Logger } from '../../shared/logger';
 import { backupJobId } from '../../queues/backup-producer';
@@ -217,6 +219,9 @@ export function createMaintenanceProcessors(deps: MaintenanceDeps): Record<strin
       try {
         await visit(row);
       } catch (err) {
+        // An outage ends the tick with the place kept (the runtime delays the job); skipping
+        // would walk past rows it never checked.
+        if (isOutage(err)) throw err;
         // One row that cannot be reconciled (a payload the producer refuses, say) must not
         // stop the rows behind it or the other kinds; it is tried again on the next walk.
         errors++;
@@ -382,6 +387,14 @@ export function createMaintenanceProcessors(deps: MaintenanceDeps): Record<strin
     });
 
   return { 'relay-outbox': relayOutbox, reconcile };
+}
+
+/** The database or Redis is away: no row can be checked now. */
+function isOutage(err: unknown): boolean {
+  if (isDatabaseUnavailable(err)) return true;
+  if (err instanceof DependencyUnavailableError || err instanceof DeadlineError) return true;
+  const e = err as { name?: unknown; message?: unknown };
+  return e.name === 'MaxRetriesPerRequestError' || e.message === 'Connection is closed.';
 }
 
 /** A stored place → where the walk resumes; anything unreadable starts from the oldest row. */

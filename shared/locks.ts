@@ -55,15 +55,9 @@ export interface SingleRunnerContext {
 }
 
 /**
- * Raise a fencing counter past a stored fence, only when the counter is behind it.
- * KEYS[1]: the fence counter. ARGV[1]: the fence found in the database (integer).
- * ARGV[2]: the caller's token. Returns the new token (stored + 1), or -1 when someone took a
- * token after the caller's (a newer holder exists), or the counter is already past the
- * stored fence: then the row was written by a newer holder, not before a reset. A stored
- * fence equal to the caller's own token is a reset too: the counter climbed back to it, and
- * an older holder may still be running with that same token.
+ * Delete fencing counters whose scope nobody holds. KEYS: fence, lock pairs (same node).
+ * Deletes each fence whose lock key is absent; returns how many were deleted.
  */
-/** KEYS: fence, lock pairs. Deletes each fence whose lock is not held; returns how many. */
 const FORGET_FENCES_LUA = `
 local deleted = 0
 for i = 1, #KEYS, 2 do
@@ -74,6 +68,15 @@ end
 return deleted
 `;
 
+/**
+ * Raise a fencing counter past a stored fence, only when the counter is behind it.
+ * KEYS[1]: the fence counter. ARGV[1]: the fence found in the database (integer).
+ * ARGV[2]: the caller's token. Returns the new token (stored + 1), or -1 when someone took a
+ * token after the caller's (a newer holder exists), or the counter is already past the
+ * stored fence: then the row was written by a newer holder, not before a reset. A stored
+ * fence equal to the caller's own token is a reset too: the counter climbed back to it, and
+ * an older holder may still be running with that same token.
+ */
 const ADVANCE_FENCE_LUA = `
 local current = tonumber(redis.call('GET', KEYS[1]) or '0')
 local stored = tonumber(ARGV[1])
@@ -344,9 +347,21 @@ export function createLocks(deps: LocksDeps): Locks {
     },
 
     async forgetFences(scopes: readonly string[]): Promise<number> {
-      if (scopes.length === 0) return 0;
       for (const scope of scopes) assertLockScope(scope);
-      const keys = scopes.flatMap((scope) => [redisKeys.fence(prefix, scope), redisKeys.lock(prefix, scope)]);
+      // With several Redlock nodes a lock may be held on a majority without the fence node:
+      // a scope locked on any other node keeps its counter. The script re-checks the fence
+      // node atomically with the delete.
+      let free = [...scopes];
+      for (const node of clients.slice(1)) {
+        if (free.length === 0) break;
+        const held = await node.exists(...free.map((scope) => redisKeys.lock(prefix, scope)));
+        if (held > 0) {
+          const flags = await Promise.all(free.map((scope) => node.exists(redisKeys.lock(prefix, scope))));
+          free = free.filter((_, i) => flags[i] === 0);
+        }
+      }
+      if (free.length === 0) return 0;
+      const keys = free.flatMap((scope) => [redisKeys.fence(prefix, scope), redisKeys.lock(prefix, scope)]);
       return Number(await fenceClient.eval(FORGET_FENCES_LUA, keys.length, ...keys));
     },
   };

@@ -158,3 +158,26 @@ describe.each(BACKENDS)('fenced writes on $backend', ({ backend, makeUrl }) => {
     expect(await readRow(`${backend}-lapsed`)).toEqual({ value: 'b', fence: r.fenceB });
   });
 });
+
+describe('forgetFences', () => {
+  it('deletes only counters whose scope no node holds; a lock on any node keeps its counter', async () => {
+    // Two Redlock "nodes": logical databases 0 and 1 of one server have separate keyspaces.
+    const second = createRedis(testRedisUrl().replace(/\/\d*$/, '') + '/1', 'client');
+    try {
+      const locks = createLocks({ redis: [redisA, second], prefix, logger });
+      const scopes = ['simulation:free', 'simulation:held-first', 'simulation:held-second'];
+      for (const scope of scopes) await admin.set(redisKeys.fence(prefix, scope), '5');
+      await redisA.set(redisKeys.lock(prefix, 'simulation:held-first'), 'x', 'PX', 60_000);
+      await second.set(redisKeys.lock(prefix, 'simulation:held-second'), 'x', 'PX', 60_000);
+
+      expect(await locks.forgetFences(scopes)).toBe(1);
+      expect(await locks.currentFence('simulation:free')).toBe(0);
+      expect(await locks.currentFence('simulation:held-first')).toBe(5);
+      expect(await locks.currentFence('simulation:held-second')).toBe(5);
+      expect(await locks.forgetFences([])).toBe(0);
+    } finally {
+      await deleteKeysWithPrefix(second, prefix);
+      await second.quit();
+    }
+  });
+});

@@ -15,16 +15,7 @@ export function newestFirst<DB, TB extends keyof DB, O>(
   q: SelectQueryBuilder<DB, TB, O>,
   opts: { limit: number; after?: KeysetAfter },
 ): SelectQueryBuilder<DB, TB, O> {
-  let page = q;
-  if (opts.after) {
-    const { createdAt, id } = opts.after;
-    // A row-value comparison: both backends turn it into one range seek on (created_at, id).
-    page = page.where(sql<boolean>`(created_at, id) < (${createdAt}, ${id})`);
-  }
-  return page
-    .orderBy(sql`created_at`, 'desc')
-    .orderBy(sql`id`, 'desc')
-    .limit(opts.limit);
+  return keysetPage(q, opts, 'desc');
 }
 
 /**
@@ -35,13 +26,26 @@ export function oldestFirst<DB, TB extends keyof DB, O>(
   q: SelectQueryBuilder<DB, TB, O>,
   opts: { limit: number; after?: KeysetAfter },
 ): SelectQueryBuilder<DB, TB, O> {
+  return keysetPage(q, opts, 'asc');
+}
+
+function keysetPage<DB, TB extends keyof DB, O>(
+  q: SelectQueryBuilder<DB, TB, O>,
+  opts: { limit: number; after?: KeysetAfter },
+  order: 'asc' | 'desc',
+): SelectQueryBuilder<DB, TB, O> {
   let page = q;
   if (opts.after) {
     const { createdAt, id } = opts.after;
-    page = page.where(sql<boolean>`(created_at, id) > (${createdAt}, ${id})`);
+    // A row-value comparison: both backends turn it into one range seek on (created_at, id).
+    page = page.where(
+      order === 'desc'
+        ? sql<boolean>`(created_at, id) < (${createdAt}, ${id})`
+        : sql<boolean>`(created_at, id) > (${createdAt}, ${id})`,
+    );
   }
   return page
-    .orderBy(sql`created_at`)
-    .orderBy(sql`id`)
+    .orderBy(sql`created_at`, order)
+    .orderBy(sql`id`, order)
     .limit(opts.limit);
 }

@@ -25,19 +25,23 @@ describe.each(BACKENDS)('reconciler ($backend)', ({ makeUrl }) => {
   const ctx: JobContext = { signal: new AbortController().signal, token: undefined, logger };
   let reconcile: (job: Job, ctx: JobContext) => Promise<unknown>;
 
-  beforeAll(async () => {
-    api = await startApi({ databaseUrl: makeUrl('reconcile'), env: { RECONCILE_AFTER_MS: '0' } });
-    const processors = createMaintenanceProcessors({
-      redis: api.redis,
-      prefix: api.prefix,
-      db: api.db,
-      queues: api.queues,
-      locks: createLocks({ redis: api.redis, prefix: api.prefix, logger }),
+  /** The reconcile processor over an api's database, Redis and queues. */
+  const reconcilerOf = (under: ApiUnderTest, reconcilePage?: number) =>
+    createMaintenanceProcessors({
+      redis: under.redis,
+      prefix: under.prefix,
+      db: under.db,
+      queues: under.queues,
+      locks: createLocks({ redis: under.redis, prefix: under.prefix, logger }),
       clock: systemClock,
       logger,
-      config: api.config,
-    });
-    reconcile = processors.reconcile!;
+      config: under.config,
+      ...(reconcilePage === undefined ? {} : { reconcilePage }),
+    }).reconcile!;
+
+  beforeAll(async () => {
+    api = await startApi({ databaseUrl: makeUrl('reconcile'), env: { RECONCILE_AFTER_MS: '0' } });
+    reconcile = reconcilerOf(api);
   });
   afterAll(async () => {
     await api?.close();
@@ -220,17 +224,7 @@ describe.each(BACKENDS)('reconciler ($backend)', ({ makeUrl }) => {
     // Its own database and prefix: the walk's place and the rows it sees are this test's only.
     const own = await startApi({ databaseUrl: makeUrl('reconcile-walk'), env: { RECONCILE_AFTER_MS: '0' } });
     try {
-      const walk = createMaintenanceProcessors({
-        redis: own.redis,
-        prefix: own.prefix,
-        db: own.db,
-        queues: own.queues,
-        locks: createLocks({ redis: own.redis, prefix: own.prefix, logger }),
-        clock: systemClock,
-        logger,
-        config: own.config,
-        reconcilePage: 2,
-      }).reconcile!;
+      const walk = reconcilerOf(own, 2);
       // Five queued backups created in the same millisecond, so only the id orders them and
       // every page boundary falls inside one created_at. The two first still have their jobs
       // (a backlog the workers have not reached); the three others lost theirs.
@@ -283,16 +277,7 @@ describe.each(BACKENDS)('reconciler ($backend)', ({ makeUrl }) => {
       env: { RECONCILE_AFTER_MS: '0' },
     });
     try {
-      const tick = createMaintenanceProcessors({
-        redis: own.redis,
-        prefix: own.prefix,
-        db: own.db,
-        queues: own.queues,
-        locks: createLocks({ redis: own.redis, prefix: own.prefix, logger }),
-        clock: systemClock,
-        logger,
-        config: own.config,
-      }).reconcile!;
+      const tick = reconcilerOf(own);
       const ids = [0, 1, 2].map((i) => `00000000-0000-4000-8000-00000000001${i}`);
       for (const id of ids) await insertBackup(own.db.db, { id, label: null, trigger: 'manual', now: now() });
       // The middle row's job key holds a string: reading its job fails (WRONGTYPE) every time.

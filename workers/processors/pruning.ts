@@ -71,8 +71,8 @@ export const OUTBOX_RETENTION_MS = 24 * 3_600_000;
 const DAY_MS = 24 * 3_600_000;
 /**
  * After each full batch the run rests as long as the batch took (at most this long), so it
- * keeps at most about half a core busy and the api it shares the machine and the database
- * with keeps its latency: at full speed the api's p99 during a 1 M-row prune was 1.6–1.9× its
+ * works about half the time (more when a batch takes longer than this) and the api it shares
+ * the machine and the database with keeps its latency: at full speed the api's p99 during a 1 M-row prune was 1.6–1.9× its
  * p99 without (bench, 2 cores), against a target of at most 2×. The rest also gives the event
  * loop its turn, so lock renewal never stalls.
  */

@@ -25,9 +25,8 @@ export interface ClaimCompleter {
   complete(trx: Kysely<Database>, response: StoredResponse): Promise<void>;
 }
 
-export const backupJobId = (backupId: string) => `backup-${backupId}`;
-export const verifyJobId = (backupId: string, verificationId: string) =>
-  `verify-${backupId}-${verificationId}`;
+export { backupJobId, verifyJobId } from '../shared/contract/job-ids';
+import { backupJobId, verifyJobId } from '../shared/contract/job-ids';
 
 /**
  * DESIGN.md §3 steps 4–5: one transaction writes the backup (queued), its outbox row and

@@ -7,7 +7,8 @@ import type { ClaimCompleter, ProducerDeps } from './backup-producer';
 import { dispatchOutboxRow } from './outbox-dispatch';
 import { groupCommit } from '../shared/db/group-commit';
 
-export const probeRunJobId = (runId: string) => `probe-run-${runId}`;
+export { probeRunJobId } from '../shared/contract/job-ids';
+import { probeRunJobId } from '../shared/contract/job-ids';
 
 /** The probe run id of a scheduled cycle, derived from its BullMQ job id: one row per tick. */
 export const scheduledProbeRunId = (jobId: string) =>

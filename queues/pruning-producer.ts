@@ -6,7 +6,8 @@ import type { ClaimCompleter, ProducerDeps } from './backup-producer';
 import { dispatchOutboxRow } from './outbox-dispatch';
 import { groupCommit } from '../shared/db/group-commit';
 
-export const pruneJobId = (runId: string) => `prune-${runId}`;
+export { pruneJobId } from '../shared/contract/job-ids';
+import { pruneJobId } from '../shared/contract/job-ids';
 
 /**
  * DESIGN.md §3 steps 4–5 for a pruning run: one transaction writes the run (queued), its

@@ -8,7 +8,8 @@ import { dispatchOutboxRow } from './outbox-dispatch';
 import { simulationsQueue } from './simulations';
 import { groupCommit } from '../shared/db/group-commit';
 
-export const simulationJobId = (simulationId: string) => `sim-${simulationId}`;
+export { simulationJobId } from '../shared/contract/job-ids';
+import { simulationJobId } from '../shared/contract/job-ids';
 export const simulationLocation = (simulationId: string) => `/v1/simulations/${simulationId}`;
 
 /**

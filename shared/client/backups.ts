@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { z } from 'zod';
 import type { BackupView } from '../contract/backups';
+import { backupJobId } from '../contract/job-ids';
 import type { HttpClient } from './http-client';
 import { TaskyardResponseError } from './problem-error';
 
@@ -13,26 +14,35 @@ import { TaskyardResponseError } from './problem-error';
 const timestamp = z.iso.datetime({ offset: false }).nullable();
 
 /** What the api answers for one backup; checked so a wrong answer fails loudly here. */
-export const backupViewSchema = z.looseObject({
-  id: z.uuid(),
-  label: z.string().nullable(),
-  status: z.enum(['queued', 'running', 'succeeded', 'failed']),
-  trigger: z.enum(['manual', 'scheduled']),
-  created_at: timestamp,
-  started_at: timestamp,
-  finished_at: timestamp,
-  attempts: z.number().int().nonnegative(),
-  size_bytes: z.number().nonnegative().nullable(),
-  sha256: z.string().nullable(),
-  schema_version: z.string().nullable(),
-  row_counts: z.record(z.string(), z.number()).nullable(),
-  error: z.string().nullable(),
-  verification: z.looseObject({
-    status: z.enum(['queued', 'running', 'passed', 'failed']).nullable(),
-    verified_at: timestamp,
+export const backupViewSchema = z
+  .looseObject({
+    id: z.uuid(),
+    label: z.string().nullable(),
+    status: z.enum(['queued', 'running', 'succeeded', 'failed']),
+    trigger: z.enum(['manual', 'scheduled']),
+    created_at: timestamp,
+    started_at: timestamp,
+    finished_at: timestamp,
+    attempts: z.number().int().nonnegative(),
+    size_bytes: z.number().nonnegative().nullable(),
+    sha256: z.string().nullable(),
+    schema_version: z.string().nullable(),
+    row_counts: z.record(z.string(), z.number()).nullable(),
     error: z.string().nullable(),
-  }),
-}) satisfies z.ZodType<BackupView>;
+    // Optional: a replay of an answer stored before the api sent them lacks them.
+    job_id: z.string().optional(),
+    verification: z.looseObject({
+      status: z.enum(['queued', 'running', 'passed', 'failed']).nullable(),
+      verified_at: timestamp,
+      error: z.string().nullable(),
+      job_id: z.string().nullable().optional(),
+    }),
+  })
+  .transform((v) => ({
+    ...v,
+    job_id: v.job_id ?? backupJobId(v.id),
+    verification: { ...v.verification, job_id: v.verification.job_id ?? null },
+  })) satisfies z.ZodType<BackupView>;
 
 export const backupPageSchema = z.looseObject({
   items: z.array(backupViewSchema),

@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import type { BackupRow } from '../db/backups-store';
 import { rfc3339 } from './common';
+import { backupJobId } from './job-ids';
 
 /** POST /v1/backups body: optional; `{label?}` of at most 200 characters. */
 export const createBackupBodySchema = z.preprocess(
@@ -34,7 +35,15 @@ export interface BackupView {
   schema_version: string | null;
   row_counts: Record<string, number> | null;
   error: string | null;
-  verification: { status: BackupRow['verify_status']; verified_at: string | null; error: string | null };
+  /** Its BullMQ job in queue `backups` (GET /v1/jobs/backups/:jobId). */
+  job_id: string;
+  verification: {
+    status: BackupRow['verify_status'];
+    verified_at: string | null;
+    error: string | null;
+    /** The latest verification's job in queue `backups`; null before the first. */
+    job_id: string | null;
+  };
 }
 
 function parseJson<T>(text: string | null): T | null {
@@ -61,10 +70,12 @@ export function backupView(row: BackupRow): BackupView {
     schema_version: row.schema_version,
     row_counts: parseJson<Record<string, number>>(row.row_counts),
     error: row.error,
+    job_id: backupJobId(row.id),
     verification: {
       status: row.verify_status,
       verified_at: rfc3339(row.verified_at),
       error: row.verify_error,
+      job_id: row.verify_job_id,
     },
   };
 }

@@ -2,6 +2,7 @@ import { z } from 'zod';
 import type { ProbeRunRow } from '../db/probe-runs-store';
 import type { ProbeSampleRow, ProviderConfig, ProviderRow } from '../db/providers-store';
 import { rfc3339 } from './common';
+import { probeRunJobId } from './job-ids';
 
 /**
  * Providers (probe targets), their health, and probe runs: request schemas and response views.
@@ -288,6 +289,8 @@ export interface ProbeRunView {
   created_at: string | null;
   started_at: string | null;
   finished_at: string | null;
+  /** A manual cycle's BullMQ job in queue `probes`; null for a scheduled one (a scheduler's tick). */
+  job_id: string | null;
 }
 
 export function probeRunView(row: ProbeRunRow): ProbeRunView {
@@ -301,5 +304,6 @@ export function probeRunView(row: ProbeRunRow): ProbeRunView {
     created_at: rfc3339(row.created_at),
     started_at: rfc3339(row.started_at),
     finished_at: rfc3339(row.finished_at),
+    job_id: row.trigger === 'manual' ? probeRunJobId(row.id) : null,
   };
 }

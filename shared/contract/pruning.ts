@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import { parsePruneCounts, type PruneCounts, type PruningRunRow } from '../db/pruning-store';
 import { rfc3339 } from './common';
+import { pruneJobId } from './job-ids';
 
 /** POST /v1/pruning/runs body: optional; `{dry_run?}` (default false: delete). */
 export const createPruningRunBodySchema = z.preprocess(
@@ -23,6 +24,8 @@ export interface PruningRunView {
   started_at: string | null;
   finished_at: string | null;
   error: string | null;
+  /** A manual run's BullMQ job in queue `pruning`; null for a scheduled run (a scheduler's tick). */
+  job_id: string | null;
 }
 
 export function pruningRunView(row: PruningRunRow): PruningRunView {
@@ -36,5 +39,6 @@ export function pruningRunView(row: PruningRunRow): PruningRunView {
     started_at: rfc3339(row.started_at),
     finished_at: rfc3339(row.finished_at),
     error: row.error,
+    job_id: row.trigger === 'manual' ? pruneJobId(row.id) : null,
   };
 }

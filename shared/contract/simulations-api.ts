@@ -2,6 +2,7 @@ import { z } from 'zod';
 import type { SimulationRow } from '../db/simulations-store';
 import { listQuerySchema, rfc3339 } from './common';
 import { simulationScenarioSchema, type ResolvedScenario, type SimulationResult } from './simulation';
+import { simulationJobId } from './job-ids';
 
 /** HTTP shapes of /v1/simulations (DESIGN.md §4.2, §5). The scenario itself is in ./simulation. */
 
@@ -52,6 +53,8 @@ export interface SimulationView {
   /** Events the engine handled (arrivals, departures, abandonments). */
   events: number | null;
   events_per_s: number | null;
+  /** Its BullMQ job in queue `simulations` (GET /v1/jobs/simulations/:jobId). */
+  job_id: string;
 }
 
 function parseJson<T>(text: string | null): T | null {
@@ -86,5 +89,6 @@ export function simulationView(row: SimulationRow): SimulationView {
       row.status === 'succeeded' && elapsed !== null && events !== null && elapsed > 0
         ? Math.round((events * 1000) / elapsed)
         : null,
+    job_id: simulationJobId(row.id),
   };
 }

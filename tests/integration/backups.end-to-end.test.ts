@@ -113,6 +113,11 @@ describe.each(BACKENDS)('backups end to end ($backend)', ({ makeUrl }) => {
     const done = await settled(created.body.id);
     expect(done.status).toBe('succeeded');
     expect(done.attempts).toBe(1);
+    // The view names its job, and the jobs route finds it there.
+    expect(done.job_id).toBe(`backup-${done.id}`);
+    const job = await call(api, `/v1/jobs/backups/${done.job_id}`, { key: api.keys.read });
+    expect(job.status).toBe(200);
+    expect(job.body.state).toBe('completed');
     expect(done.row_counts.api_keys).toBe(4);
     expect(done.schema_version).toBe((await loadMigrations()).at(-1)!.name);
 
@@ -159,7 +164,12 @@ describe.each(BACKENDS)('backups end to end ($backend)', ({ makeUrl }) => {
       body: '{}',
     });
     expect(again.status).toBe(202);
-    expect(again.body.verification).toEqual({ status: 'queued', verified_at: null, error: null });
+    expect(again.body.verification).toEqual({
+      status: 'queued',
+      verified_at: null,
+      error: null,
+      job_id: expect.stringMatching(new RegExp(`^verify-${id}-[0-9a-f-]{36}$`)),
+    });
     await waitFor(async () => ((await get(id)).body.verification.status === 'passed' ? true : undefined), {
       timeoutMs: 30_000,
       what: 'second verification passed',

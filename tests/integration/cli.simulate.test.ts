@@ -55,7 +55,7 @@ describe.each(BACKENDS)('taskyard simulate ($backend)', ({ makeUrl }) => {
       status: string;
       result: { customers: number };
     };
-    expect(view).toMatchObject({ simulation_id: 'cli-sim-1', status: 'succeeded' });
+    expect(view).toMatchObject({ simulation_id: 'cli-sim-1', status: 'succeeded', job_id: 'sim-cli-sim-1' });
     expect(view.result.customers).toBe(2000);
     expect(r.err).toContain('simulation cli-sim-1: succeeded');
 

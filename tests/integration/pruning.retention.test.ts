@@ -576,7 +576,13 @@ describe.each(BACKENDS)('pruning ($backend)', ({ makeUrl }) => {
     const dry = await post('dry-1', { dry_run: true });
     expect(dry.status).toBe(202);
     expect(dry.headers.get('location')).toBe(`/v1/pruning/runs/${dry.body.id}`);
-    expect(dry.body).toMatchObject({ status: 'queued', trigger: 'manual', dry_run: true, counts: null });
+    expect(dry.body).toMatchObject({
+      status: 'queued',
+      trigger: 'manual',
+      dry_run: true,
+      counts: null,
+      job_id: `prune-${dry.body.id}`,
+    });
     const replay = await post('dry-1', { dry_run: true });
     expect(replay.headers.get('idempotent-replayed')).toBe('true');
     expect(replay.body.id).toBe(dry.body.id);

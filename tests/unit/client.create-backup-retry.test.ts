@@ -27,7 +27,8 @@ const view = (id = '0b7e6a52-3c1f-4d5e-9a8b-1c2d3e4f5a6b'): BackupView => ({
   schema_version: null,
   row_counts: null,
   error: null,
-  verification: { status: null, verified_at: null, error: null },
+  job_id: 'backup-11111111-1111-4111-8111-111111111111',
+  verification: { status: null, verified_at: null, error: null, job_id: null },
 });
 
 type Step = () => Response | Promise<Response>;

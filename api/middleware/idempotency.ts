@@ -19,6 +19,7 @@ import {
 } from '../../shared/errors';
 import { parseIdempotencyKey, requestFingerprint } from '../../shared/idempotency';
 import { PROBLEM_CONTENT_TYPE } from '../../shared/contract/problem';
+import { isDatabaseUnavailable } from '../../shared/db/unavailable';
 
 /** A claimed key, handed to the route so it can complete the claim inside its transaction. */
 export interface IdempotencyClaim {
@@ -123,12 +124,14 @@ export function idempotency(
       // commit): the 5xx still releases the claim. The release only deletes an in-flight
       // claim, so it cannot touch a record whose completion did commit.
       if (completed && res.statusCode < 500) return;
-      void settleAfterResponse(deps.db, req, res, claimRef, response.body()).catch((err: unknown) =>
-        req.log.error(
+      void settleAfterResponse(deps.db, req, res, claimRef, response.body()).catch((err: unknown) => {
+        // The database being away is what this lease is for; anything else is a fault.
+        const level = isDatabaseUnavailable(err) ? 'warn' : 'error';
+        req.log[level](
           { err: toError(err) },
           'could not settle the idempotency claim; it lapses with its lease',
-        ),
-      );
+        );
+      });
     };
     res.once('close', () => {
       // A client that hangs up does not stop the route: its write may still commit. The claim

@@ -46,6 +46,9 @@ const PG_CONNECTION_MESSAGES = [
   'Connection terminated',
   'timeout exceeded when trying to connect',
   'Client has encountered a connection error and is not queryable',
+  // A query on a client already ended after a FATAL error: Kysely's ROLLBACK of the failed
+  // transaction meets it, and Kysely throws the rollback's error instead of the first.
+  'Client was closed and is not queryable',
 ];
 
 function isUnavailableItself(e: ErrorFields): boolean {

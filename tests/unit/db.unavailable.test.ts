@@ -24,6 +24,7 @@ describe('isDatabaseUnavailable', () => {
     ['a reset TCP connection', sysError('ECONNRESET')],
     ['a connection pg saw end', new Error('Connection terminated unexpectedly')],
     ['no pooled connection in time', new Error('timeout exceeded when trying to connect')],
+    ['a rollback on a client ended by a FATAL error', new Error('Client was closed and is not queryable')],
     [
       'SQLite busy past busy_timeout',
       Object.assign(new Error('database is locked'), { code: 'SQLITE_BUSY' }),

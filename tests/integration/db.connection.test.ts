@@ -6,6 +6,7 @@ import { sql } from 'kysely';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { createDatabase, type DatabaseHandle } from '../../shared/db/database';
 import { pingDatabase } from '../../shared/db/health';
+import { isDatabaseUnavailable } from '../../shared/db/unavailable';
 import { DependencyUnavailableError } from '../../shared/errors';
 import { createLogger } from '../../shared/logger';
 import { BACKENDS, testPostgresUrl, waitFor } from '../helpers/services';
@@ -230,5 +231,32 @@ describe('createDatabase on postgres', () => {
     } finally {
       process.off('uncaughtExceptionMonitor', monitor);
     }
+  });
+
+  it('a transaction whose connection the server cuts fails with an error that says the database is unavailable', async () => {
+    const url = testPostgresUrl('conn_cut_trx');
+    pgSchemas.push(new URL(url).searchParams.get('schema')!);
+    const handle = await createDatabase(url, { logger: createLogger({ level: 'silent' }) });
+    handles.push(handle);
+    const killerUrl = testPostgresUrl('conn_cut_trx_killer');
+    pgSchemas.push(new URL(killerUrl).searchParams.get('schema')!);
+    const killer = await open(killerUrl);
+    const err = await handle.db
+      .transaction()
+      .execute(async (trx) => {
+        const { rows } = await sql<{ pid: number }>`select pg_backend_pid() as pid`.execute(trx);
+        await sql`select pg_terminate_backend(${rows[0]!.pid})`.execute(killer.db);
+        // The next statement meets the cut; Kysely then rolls back on the same, ended client.
+        await sql`select 1`.execute(trx);
+      })
+      .then(
+        () => new Error('the transaction committed: the connection was not cut'),
+        (e: unknown) => e,
+      );
+    // Whichever error Kysely throws (the statement's, or its ROLLBACK's on the ended client),
+    // the api must read it as "unavailable" (503), never as a fault of its own (500).
+    expect(isDatabaseUnavailable(err)).toBe(true);
+    const after = await sql<{ one: number }>`select 1 as one`.execute(handle.db);
+    expect(after.rows).toEqual([{ one: 1 }]);
   });
 });

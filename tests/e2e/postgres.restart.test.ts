@@ -4,12 +4,11 @@ import os from 'node:os';
 import path from 'node:path';
 import pg from 'pg';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
-import { createClient } from '../../shared/client';
 import { createDatabase, type DatabaseHandle } from '../../shared/db/database';
 import { createRedis, deleteKeysWithPrefix } from '../../shared/redis';
-import { expectEachBackupRanOnce } from '../helpers/backups-ran-once';
-import { assertNoLeakedChildren, killAllChildren, spawnTsx, type SpawnedProcess } from '../helpers/processes';
-import { startGate, testRedisUrl, uniquePrefix, waitFor } from '../helpers/services';
+import { expectEachBackupRanOnce, startBackupDrill } from '../helpers/backup-drill';
+import { assertNoLeakedChildren, killAllChildren } from '../helpers/processes';
+import { testRedisUrl, uniquePrefix, waitFor } from '../helpers/services';
 
 /**
  * A Postgres outage under load, with real api and worker processes: every connection of the
@@ -81,51 +80,20 @@ describe('a Postgres restart under load', () => {
     await admin.query(`create database ${pg.escapeIdentifier(dbName)}`);
     prefix = uniquePrefix('pgrestart');
     backupDir = fs.mkdtempSync(path.join(os.tmpdir(), 'taskyard-pgrestart-'));
-    const env = {
-      ...process.env,
-      TASKYARD_ENV: 'test',
-      TASKYARD_ADMIN_KEY: ADMIN_KEY,
-      DATABASE_URL: urlFor(dbName),
-      REDIS_URL: testRedisUrl(),
-      REDIS_PREFIX: prefix,
-      BACKUP_DIR: backupDir,
-      BACKUP_KEEP_LAST: '100',
-      LOG_LEVEL: 'info',
-      SCHEDULE_CHECK_SECONDS: '1',
-      RECONCILE_EVERY_MS: '1000',
-      RECONCILE_AFTER_MS: '0',
-    };
-    const api: SpawnedProcess = spawnTsx('api', 'api/server.ts', [], { ...env, PORT: '0' });
-    const listening = await api.waitForLog((l) => l.msg === 'api listening', {
-      what: 'api listening',
-      timeoutMs: 30_000,
+    const { api, worker, baseUrl, create, gated } = await startBackupDrill({
+      adminKey: ADMIN_KEY,
+      databaseUrl: urlFor(dbName),
+      prefix,
+      backupDir,
+      keyPrefix: 'restart',
     });
-    const worker = spawnTsx('worker', 'workers/main.ts', ['--queues', 'backups,maintenance'], env);
-    await worker.waitForLog((l) => l.msg === 'worker ready', { what: 'worker ready', timeoutMs: 30_000 });
-    const baseUrl = `http://127.0.0.1:${String(listening.port)}`;
-
-    // Retries long enough to outlast the 30 s lease of a claim whose release the outage
-    // refused (the client then gets 409 in-flight until the lease lapses). Fixed jitter.
-    const client = createClient({
-      baseUrl,
-      apiKey: ADMIN_KEY,
-      retry: { attempts: 60, baseDelayMs: 100, maxDelayMs: 1000 },
-      random: () => 0.5,
-    });
-    const create = (i: number) => client.createBackup({ label: `r-${i}`, idempotencyKey: `restart-${i}` });
 
     const before = await Promise.all(Array.from({ length: BEFORE }, (_, i) => create(i)));
 
     // The outage begins while these requests are on their way.
-    const gate = startGate();
-    const during = Promise.all(
-      Array.from({ length: DURING }, async (_, i) => {
-        await gate.wait();
-        return create(BEFORE + i);
-      }),
-    );
+    const during = gated(BEFORE, DURING);
     await setConnectionsAllowed(false);
-    gate.open();
+    during.open();
     expect(await terminateSessions()).toBeGreaterThan(0);
     // Down until the api itself says so, then back.
     await waitFor(
@@ -135,7 +103,7 @@ describe('a Postgres restart under load', () => {
     await terminateSessions();
     await setConnectionsAllowed(true);
 
-    const accepted = [...before, ...(await during)];
+    const accepted = [...before, ...(await during.done)];
     const ids = accepted.map((b) => b.id);
     expect(new Set(ids).size).toBe(BEFORE + DURING);
     await waitFor(
@@ -144,7 +112,7 @@ describe('a Postgres restart under load', () => {
     );
 
     // A retry of any key after the outage replays its first answer.
-    const replay = await client.createBackup({ label: `r-${BEFORE}`, idempotencyKey: `restart-${BEFORE}` });
+    const replay = await create(BEFORE);
     expect(replay.id).toBe(ids[BEFORE]);
 
     db = await createDatabase(urlFor(dbName));

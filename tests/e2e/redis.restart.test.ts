@@ -3,12 +3,11 @@ import os from 'node:os';
 import path from 'node:path';
 import type { Redis } from 'ioredis';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
-import { createClient } from '../../shared/client';
 import { createDatabase, type DatabaseHandle } from '../../shared/db/database';
 import { createRedis, deleteKeysWithPrefix } from '../../shared/redis';
-import { expectEachBackupRanOnce } from '../helpers/backups-ran-once';
-import { assertNoLeakedChildren, killAllChildren, spawnTsx } from '../helpers/processes';
-import { startGate, testRedisUrl, testSqliteUrl, uniquePrefix, waitFor } from '../helpers/services';
+import { expectEachBackupRanOnce, startBackupDrill } from '../helpers/backup-drill';
+import { assertNoLeakedChildren, killAllChildren } from '../helpers/processes';
+import { testRedisUrl, testSqliteUrl, uniquePrefix, waitFor } from '../helpers/services';
 
 /**
  * A Redis restart that keeps its data, under load, with real api and worker processes:
@@ -59,45 +58,18 @@ describe('a Redis restart under load', () => {
     prefix = uniquePrefix('redisrestart');
     backupDir = fs.mkdtempSync(path.join(os.tmpdir(), 'taskyard-redisrestart-'));
     const databaseUrl = testSqliteUrl('redisrestart');
-    const env = {
-      ...process.env,
-      TASKYARD_ENV: 'test',
-      TASKYARD_ADMIN_KEY: ADMIN_KEY,
-      DATABASE_URL: databaseUrl,
-      REDIS_URL: testRedisUrl(),
-      REDIS_PREFIX: prefix,
-      BACKUP_DIR: backupDir,
-      BACKUP_KEEP_LAST: '100',
-      LOG_LEVEL: 'info',
-      SCHEDULE_CHECK_SECONDS: '1',
-      RECONCILE_EVERY_MS: '1000',
-      RECONCILE_AFTER_MS: '0',
-    };
-    const api = spawnTsx('api', 'api/server.ts', [], { ...env, PORT: '0' });
-    const listening = await api.waitForLog((l) => l.msg === 'api listening', {
-      what: 'api listening',
-      timeoutMs: 30_000,
+    const { api, worker, create, gated } = await startBackupDrill({
+      adminKey: ADMIN_KEY,
+      databaseUrl,
+      prefix,
+      backupDir,
+      keyPrefix: 'rr',
     });
-    const worker = spawnTsx('worker', 'workers/main.ts', ['--queues', 'backups,maintenance'], env);
-    await worker.waitForLog((l) => l.msg === 'worker ready', { what: 'worker ready', timeoutMs: 30_000 });
-    const client = createClient({
-      baseUrl: `http://127.0.0.1:${String(listening.port)}`,
-      apiKey: ADMIN_KEY,
-      retry: { attempts: 60, baseDelayMs: 100, maxDelayMs: 1000 },
-      random: () => 0.5,
-    });
-    const create = (i: number) => client.createBackup({ label: `r-${i}`, idempotencyKey: `rr-${i}` });
 
     const before = await Promise.all(Array.from({ length: BEFORE }, (_, i) => create(i)));
 
-    const gate = startGate();
-    const during = Promise.all(
-      Array.from({ length: DURING }, async (_, i) => {
-        await gate.wait();
-        return create(BEFORE + i);
-      }),
-    );
-    gate.open();
+    const during = gated(BEFORE, DURING);
+    during.open();
     // api, worker queues (and BullMQ's blocking duplicates), schedule sync: all of them.
     expect(await cutConnections(redis, prefix)).toBeGreaterThanOrEqual(4);
     // Cut again once they are back, so the second cut finds reconnected clients mid-work.
@@ -107,7 +79,7 @@ describe('a Redis restart under load', () => {
       intervalMs: 50,
     });
 
-    const ids = [...before, ...(await during)].map((b) => b.id);
+    const ids = [...before, ...(await during.done)].map((b) => b.id);
     expect(new Set(ids).size).toBe(BEFORE + DURING);
 
     db = await createDatabase(databaseUrl);

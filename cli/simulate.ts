@@ -10,6 +10,9 @@ import {
 } from '../shared/client';
 import type { SimulationScenarioInput } from '../shared/contract/simulation';
 
+/** Where `simulate` looks for the api without --url or TASKYARD_URL. */
+export const DEFAULT_API_URL = 'http://127.0.0.1:3000';
+
 /** Largest scenario file read: the api takes bodies of at most 64 KiB anyway. */
 const MAX_SCENARIO_BYTES = 64 * 1024;
 
@@ -52,7 +55,7 @@ export async function simulate(a: SimulateArgs): Promise<number> {
       );
     }
     if (err instanceof TaskyardNetworkError) {
-      throw new Error(`${err.message} (set --url or TASKYARD_URL; the default is http://127.0.0.1:3000)`);
+      throw new Error(`${err.message} (set --url or TASKYARD_URL; the default is ${DEFAULT_API_URL})`);
     }
     if (err instanceof TaskyardProblemError && err.slug === 'simulation-exists') {
       throw new Error(`simulation "${id}" already exists with another scenario; choose another --id`);

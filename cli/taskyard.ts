@@ -20,7 +20,7 @@ import { settleRestoredBackups } from '../shared/db/backups-store';
 import { ConfigError, MigrationIntegrityError, toError } from '../shared/errors';
 import { SIMULATION_ID_PATTERN } from '../shared/contract/simulations-api';
 import { SCOPES, type Scope } from '../shared/types';
-import { simulate } from './simulate';
+import { DEFAULT_API_URL, simulate } from './simulate';
 
 /**
  * The `taskyard` operator command: migrations, API keys, restores, and starting a
@@ -174,8 +174,7 @@ async function dispatch(argv: readonly string[], cli: CliIo): Promise<number> {
     const apiKey = cli.env.TASKYARD_API_KEY?.trim();
     // Never a command-line flag: other users of the machine can read a process's arguments.
     if (!apiKey) throw new UsageError('simulate needs an API key with the write scope in TASKYARD_API_KEY');
-    const url =
-      (typeof values.url === 'string' ? values.url : cli.env.TASKYARD_URL) ?? 'http://127.0.0.1:3000';
+    const url = (typeof values.url === 'string' ? values.url : cli.env.TASKYARD_URL) ?? DEFAULT_API_URL;
     if (!URL.canParse(url) || !/^https?:$/.test(new URL(url).protocol)) {
       throw new UsageError(
         `--url must be the api's http(s) address, e.g. http://127.0.0.1:3000 (got ${url})`,

@@ -353,12 +353,8 @@ export function createLocks(deps: LocksDeps): Locks {
       // node atomically with the delete.
       let free = [...scopes];
       for (const node of clients.slice(1)) {
-        if (free.length === 0) break;
-        const held = await node.exists(...free.map((scope) => redisKeys.lock(prefix, scope)));
-        if (held > 0) {
-          const flags = await Promise.all(free.map((scope) => node.exists(redisKeys.lock(prefix, scope))));
-          free = free.filter((_, i) => flags[i] === 0);
-        }
+        const held = await Promise.all(free.map((scope) => node.exists(redisKeys.lock(prefix, scope))));
+        free = free.filter((_, i) => held[i] === 0);
       }
       if (free.length === 0) return 0;
       const keys = free.flatMap((scope) => [redisKeys.fence(prefix, scope), redisKeys.lock(prefix, scope)]);

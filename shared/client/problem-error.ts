@@ -1,4 +1,5 @@
 import { PROBLEM_TYPE_PREFIX } from '../contract/problem';
+import { redactUrl } from '../redact-url';
 
 /**
  * Errors the typed client throws. None of them ever carries the API key: messages are
@@ -77,26 +78,15 @@ export class TaskyardNetworkError extends Error {
     readonly path: string,
     readonly code: string | null,
     options: { cause: unknown },
-    /** The api's base URL as configured; shown without any user:password in it. */
+    /** The api's base URL as configured; shown without its password. */
     readonly baseUrl?: string,
   ) {
-    const where = baseUrl === undefined ? '' : ` at ${withoutCredentials(baseUrl)}`;
+    const where = baseUrl === undefined ? '' : ` at ${redactUrl(baseUrl).replace(/\/$/, '')}`;
     super(
       `${method} ${path}: could not reach the taskyard api${where}${code ? ` (${code})` : ''}: is it running there?`,
       options,
     );
     this.name = 'TaskyardNetworkError';
-  }
-}
-
-function withoutCredentials(url: string): string {
-  try {
-    const u = new URL(url);
-    u.username = '';
-    u.password = '';
-    return u.toString().replace(/\/$/, '');
-  } catch {
-    return '(the configured URL)';
   }
 }
 

@@ -1,7 +1,12 @@
 import type { ResolvedScenario } from '../shared/contract/simulation';
 import type { StoredResponse } from '../shared/db/idempotency-store';
 import { insertOutboxRow } from '../shared/db/outbox-store';
-import { getSimulation, insertSimulationIfAbsent, type SimulationRow } from '../shared/db/simulations-store';
+import {
+  getSimulation,
+  getSimulationPrunedAt,
+  insertSimulationIfAbsent,
+  type SimulationRow,
+} from '../shared/db/simulations-store';
 import { SimulationExistsError } from '../shared/errors';
 import type { ClaimCompleter, ProducerDeps } from './backup-producer';
 import { dispatchOutboxRow } from './outbox-dispatch';
@@ -12,13 +17,22 @@ export { simulationJobId } from '../shared/contract/job-ids';
 import { simulationJobId } from '../shared/contract/job-ids';
 export const simulationLocation = (simulationId: string) => `/v1/simulations/${simulationId}`;
 
+function prunedSimulationExists(id: string, prunedAt: number | undefined): SimulationExistsError {
+  const at = prunedAt === undefined ? null : new Date(prunedAt).toISOString();
+  return new SimulationExistsError(
+    `simulation_id ${id} belonged to a simulation that finished and was pruned${at ? ` on ${at}` : ''} (SIMULATION_RETENTION_DAYS); simulation ids are never reused. Choose another simulation_id.`,
+    { prunedAt: at },
+  );
+}
+
 /**
  * DESIGN.md §4.2: the claim of a simulation_id is the insert itself. One transaction writes
  * the queued row (INSERT … ON CONFLICT DO NOTHING), its outbox row and the completed
  * idempotency record; after commit the job is enqueued (a failure there is left to the
  * outbox relay, so a claim is never orphaned).
  * @throws SimulationExistsError (409, Location, `simulation` = `present(existing)`) when the
- * id is taken, whatever the existing run's scenario; nothing is written then.
+ * id is taken, whatever the existing run's scenario, or (`simulation` null, `pruned_at`) when
+ * the run that had it was pruned; nothing is written then.
  */
 export async function requestSimulation(
   deps: ProducerDeps,
@@ -43,11 +57,13 @@ export async function requestSimulation(
     if (!row) {
       // DO NOTHING waited for any concurrent claimer to commit, so the winner's row is visible.
       const existing = await getSimulation(trx, id);
-      throw new SimulationExistsError(
-        `A simulation with simulation_id ${id} exists (status ${existing?.status ?? 'unknown'}); simulation ids are never reused. GET its Location for the run.`,
-        existing ? input.present(existing) : null,
-        simulationLocation(id),
-      );
+      if (existing) {
+        throw new SimulationExistsError(
+          `A simulation with simulation_id ${id} exists (status ${existing.status}); simulation ids are never reused. GET its Location for the run.`,
+          { simulation: input.present(existing), location: simulationLocation(id) },
+        );
+      }
+      throw prunedSimulationExists(id, await getSimulationPrunedAt(trx, id));
     }
     const outbox = await insertOutboxRow(trx, {
       queue: simulationsQueue.name,

@@ -233,12 +233,24 @@ export class IdempotencyKeyMismatchError extends ProblemError {
   readonly title = 'Idempotency-Key reused for a different request';
 }
 
-/** A simulation with this simulation_id exists (DESIGN.md §4.2); the body carries it. */
+/**
+ * A simulation with this simulation_id exists (DESIGN.md §4.2); the body carries it. An id
+ * whose run retention pruning deleted stays taken: `simulation` is null, `pruned_at` says
+ * when, and there is no Location.
+ */
 export class SimulationExistsError extends ProblemError {
   readonly slug = 'simulation-exists';
   readonly status = 409;
   readonly title = 'A simulation with this simulation_id exists';
-  constructor(detail: string, simulation: unknown, location: string) {
-    super(detail, { extra: { simulation }, headers: { Location: location } });
+  constructor(
+    detail: string,
+    existing: { simulation: unknown; location: string } | { prunedAt: string | null },
+  ) {
+    super(
+      detail,
+      'prunedAt' in existing
+        ? { extra: { simulation: null, pruned_at: existing.prunedAt } }
+        : { extra: { simulation: existing.simulation }, headers: { Location: existing.location } },
+    );
   }
 }

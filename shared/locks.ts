@@ -113,10 +113,11 @@ export interface Locks {
   /**
    * Delete the fencing counters of scopes whose resource no longer exists (a pruned
    * simulation), so per-resource counters do not pile up in Redis for ever; a later holder
-   * starts again from token 1. A scope whose lock is held keeps its counter: its id was
-   * reused and a new holder already has a token from it, which a reset would make look stale
-   * to nobody. (Resetting is unsafe only for a holder that took its token and then lost its
-   * lock, which takes a whole lock TTL; call this right after the resource is gone.)
+   * starts again from token 1. A scope whose lock is held keeps its counter: a holder (say, a
+   * late attempt of the pruned run's job) already has a token from it, which a reset would
+   * make look stale to nobody. (Resetting is unsafe only for a holder that took its token and
+   * then lost its lock, which takes a whole lock TTL; call this right after the resource is
+   * gone.)
    * @returns how many counters were deleted
    */
   forgetFences(scopes: readonly string[]): Promise<number>;

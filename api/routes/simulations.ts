@@ -12,6 +12,7 @@ import {
 import type { DatabaseHandle } from '../../shared/db/database';
 import {
   getSimulation,
+  getSimulationPrunedAt,
   listSimulations,
   requestSimulationCancel,
   type SimulationRow,
@@ -45,6 +46,17 @@ const accepted = (row: SimulationRow) => ({
   body: simulationView(row),
   location: simulationLocation(row.id),
 });
+
+/** 404 for an id with no run; one whose run was pruned says so and when (its id stays taken). */
+async function noSimulation(db: DatabaseHandle['db'], id: string): Promise<NotFoundError> {
+  const prunedAt = await getSimulationPrunedAt(db, id);
+  if (prunedAt === undefined) return new NotFoundError(`There is no simulation with simulation_id ${id}.`);
+  const at = new Date(prunedAt).toISOString();
+  return new NotFoundError(
+    `Simulation ${id} finished and was pruned on ${at} (SIMULATION_RETENTION_DAYS); its simulation_id stays taken.`,
+    { extra: { pruned_at: at } },
+  );
+}
 
 /** DESIGN.md §4.2, §5: POST/GET /v1/simulations, GET /v1/simulations/:id, POST …/:id/cancel. */
 export function simulationsRouter(deps: SimulationsRouteDeps): Router {
@@ -87,7 +99,7 @@ export function simulationsRouter(deps: SimulationsRouteDeps): Router {
     .get(requireScope('read'), validate(oneSchemas), async (req, res) => {
       const { params } = validated(req, oneSchemas);
       const row = await getSimulation(db, params.id);
-      if (!row) throw new NotFoundError(`There is no simulation with simulation_id ${params.id}.`);
+      if (!row) throw await noSimulation(db, params.id);
       res.json(simulationView(row));
     })
     .all(methodNotAllowed(['GET']));
@@ -97,9 +109,7 @@ export function simulationsRouter(deps: SimulationsRouteDeps): Router {
     .post(requireScope('write'), validate(cancelSchemas), keyed, async (req, res) => {
       const { params } = validated(req, cancelSchemas);
       const r = await requestSimulationCancel(db, { id: params.id, now: deps.clock.now().getTime() });
-      if (r.outcome === 'missing') {
-        throw new NotFoundError(`There is no simulation with simulation_id ${params.id}.`);
-      }
+      if (r.outcome === 'missing') throw await noSimulation(db, params.id);
       if (r.outcome === 'terminal') {
         throw new ConflictError(
           `Simulation ${params.id} is already ${r.row.status}; only a queued or running simulation can be cancelled.`,

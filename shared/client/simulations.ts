@@ -31,7 +31,8 @@ export interface SimulationsClient {
    * scenario equals the request field by field (the seed too, when the request gives one;
    * defaults applied on both sides), and otherwise throws that 409. Retries network errors,
    * 5xx and 409 in flight with the same Idempotency-Key.
-   * @throws TaskyardProblemError (slug `simulation-exists`) when the id is taken by another scenario
+   * @throws TaskyardProblemError (slug `simulation-exists`) when the id is taken by another
+   * scenario, or by a run that was pruned (`body.simulation` null, `body.pruned_at`)
    */
   startSimulation(
     req: StartSimulationRequest,
@@ -80,6 +81,8 @@ export function simulationsClient(http: HttpClient): SimulationsClient {
         return r.body;
       } catch (err) {
         if (!(err instanceof TaskyardProblemError) || err.slug !== 'simulation-exists') throw err;
+        // The run that had this id was pruned: there is nothing to compare, and the id stays taken.
+        if (err.body.simulation === null) throw err;
         const existing = await getSimulation(req.simulation_id, { signal: opts.signal });
         if (sameScenario(scenario, existing.scenario)) return existing;
         throw err;

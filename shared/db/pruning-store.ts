@@ -203,6 +203,7 @@ export async function countFinishedRuns(
 
 /**
  * Delete up to `limit` terminal simulations finished before `before`, and their checkpoints.
+ * Their ids stay claimed (`simulation_ids`, stamped `pruned_at = now`): an id is never reused.
  * Call inside a transaction so a simulation never outlives or loses its checkpoint alone.
  * The simulations are deleted first (a write first: on SQLite a read-then-write transaction
  * can fail with SQLITE_BUSY at once), returning the ids whose checkpoints follow.
@@ -211,6 +212,7 @@ export async function deleteFinishedSimulationsBatch(
   trx: Kysely<Database>,
   before: number,
   limit: number,
+  now: number,
 ): Promise<{ ids: string[]; simulations: number; checkpoints: number }> {
   const ids = (
     await trx
@@ -227,6 +229,7 @@ export async function deleteFinishedSimulationsBatch(
       .execute()
   ).map((r) => r.id);
   if (ids.length === 0) return { ids, simulations: 0, checkpoints: 0 };
+  await trx.updateTable('simulation_ids').set({ pruned_at: now }).where('id', 'in', ids).execute();
   const r = await trx
     .deleteFrom('simulation_checkpoints')
     .where('simulation_id', 'in', ids)

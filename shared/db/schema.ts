@@ -118,6 +118,14 @@ export interface SimulationsTable {
   finished_at: number | null;
 }
 
+/** Every simulation_id ever claimed (DESIGN.md §4.2: unique forever, also after pruning). */
+export interface SimulationIdsTable {
+  id: string;
+  created_at: number;
+  /** When retention pruning deleted the run; null while it is kept. */
+  pruned_at: number | null;
+}
+
 export interface SimulationCheckpointsTable {
   simulation_id: string;
   fence: number;
@@ -206,6 +214,7 @@ export interface PruningRunsTable {
 export interface Database {
   simulations: SimulationsTable;
   simulation_checkpoints: SimulationCheckpointsTable;
+  simulation_ids: SimulationIdsTable;
   providers: ProvidersTable;
   probe_samples: ProbeSamplesTable;
   provider_transitions: ProviderTransitionsTable;

@@ -7,7 +7,8 @@ import { newestFirst, oldestFirst, type KeysetAfter } from './newest-first';
  * Simulations and their checkpoints (DESIGN.md §4.2, §4.3).
  *
  * The claim of a simulation_id is the insert itself (`ON CONFLICT DO NOTHING` on the
- * primary key), never a read followed by a write. Every worker write is fenced: it changes
+ * primary key of `simulation_ids`, which keeps every id ever claimed, also after retention
+ * pruning deleted its run), never a read followed by a write. Every worker write is fenced: it changes
  * a row only when the stored `fence <= token` (and stores the token), so a holder that lost
  * its lock without noticing changes nothing.
  */
@@ -21,8 +22,10 @@ export const isTerminalSimulation = (status: SimulationStatus) =>
   TERMINAL_SIMULATION_STATUSES.includes(status);
 
 /**
- * Claim a simulation_id: insert the queued row unless one with this id exists.
- * @returns the new row, or undefined when the id was taken (by this or any earlier request).
+ * Claim a simulation_id: insert the queued row unless this id was ever claimed. Call inside
+ * a transaction: the id's registry row and the run are written together.
+ * @returns the new row, or undefined when the id was taken (by this or any earlier request,
+ * whether its run is still kept or was pruned).
  */
 export async function insertSimulationIfAbsent(
   db: Kysely<Database>,
@@ -45,12 +48,20 @@ export async function insertSimulationIfAbsent(
     started_at: null,
     finished_at: null,
   };
-  const r = await db
-    .insertInto('simulations')
-    .values(row)
+  const claim = await db
+    .insertInto('simulation_ids')
+    .values({ id: s.id, created_at: s.now, pruned_at: null })
     .onConflict((oc) => oc.column('id').doNothing())
     .executeTakeFirst();
-  return Number(r.numInsertedOrUpdatedRows ?? 0) === 1 ? row : undefined;
+  if (Number(claim.numInsertedOrUpdatedRows ?? 0) !== 1) return undefined;
+  await db.insertInto('simulations').values(row).execute();
+  return row;
+}
+
+/** When retention pruning deleted the run of a claimed id; undefined when it was never pruned or never claimed. */
+export async function getSimulationPrunedAt(db: Kysely<Database>, id: string): Promise<number | undefined> {
+  const r = await db.selectFrom('simulation_ids').select('pruned_at').where('id', '=', id).executeTakeFirst();
+  return r?.pruned_at == null ? undefined : Number(r.pruned_at);
 }
 
 export async function getSimulation(db: Kysely<Database>, id: string): Promise<SimulationRow | undefined> {

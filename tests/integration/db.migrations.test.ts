@@ -4,6 +4,7 @@ import { loadMigrations } from '../../migrations/index';
 import { createDatabase, type DatabaseHandle } from '../../shared/db/database';
 import { migrateToLatest, migrationStatus, type Migration } from '../../shared/db/migrate';
 import { MigrationIntegrityError } from '../../shared/errors';
+import { insertSimulationIfAbsent } from '../../shared/db/simulations-store';
 import { BACKENDS, startGate } from '../helpers/services';
 import { disposeTestDatabase } from '../helpers/test-database';
 
@@ -71,6 +72,35 @@ describe.each(BACKENDS)('migrations on $backend', ({ makeUrl }) => {
     for (const table of ['api_keys', 'idempotency_keys', 'outbox', 'settings']) {
       expect(await tableExists(handle, table)).toBe(true);
     }
+  });
+
+  it('0010 keeps the simulation_id of every run claimed before it, so none can be claimed again', async () => {
+    const migrations = await loadMigrations();
+    const at = migrations.findIndex((m) => m.name === '0010_simulation_ids');
+    expect(at).toBeGreaterThan(0);
+    const handle = await open();
+    await migrateToLatest(handle, migrations.slice(0, at));
+    const db = handle.db as unknown as Kysely<any>;
+    await db
+      .insertInto('simulations')
+      .values([
+        { id: 'before-a', status: 'succeeded', scenario: '{}', created_at: 1_000 },
+        { id: 'before-b', status: 'queued', scenario: '{}', created_at: 2_000 },
+      ])
+      .execute();
+    expect(await migrateToLatest(handle, migrations)).toEqual(migrations.slice(at).map((m) => m.name));
+    const ids = await handle.db.selectFrom('simulation_ids').selectAll().orderBy('id').execute();
+    expect(ids.map((r) => ({ ...r, created_at: Number(r.created_at) }))).toEqual([
+      { id: 'before-a', created_at: 1_000, pruned_at: null },
+      { id: 'before-b', created_at: 2_000, pruned_at: null },
+    ]);
+    const again = await insertSimulationIfAbsent(handle.db, {
+      id: 'before-a',
+      scenarioJson: '{}',
+      createdBy: null,
+      now: 3_000,
+    });
+    expect(again).toBeUndefined();
   });
 
   it('refuses to run when an applied migration changed, naming it', async () => {

@@ -158,6 +158,7 @@ describe('schema parity between SQLite and Postgres', () => {
       'schema_migrations',
       'settings',
       'simulation_checkpoints',
+      'simulation_ids',
       'simulations',
     ]);
     expect(fromPostgres).toEqual(fromSqlite);

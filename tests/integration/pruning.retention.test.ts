@@ -9,6 +9,7 @@ import { ManualClock } from '../../shared/clock';
 import { emptyPruneCounts, type PruneCounts, type PruneKind } from '../../shared/db/pruning-store';
 import { createLocks, type Locks } from '../../shared/locks';
 import { createRedis } from '../../shared/redis';
+import { createClient, TaskyardProblemError } from '../../shared/client/index';
 import { pruningQueue } from '../../queues/pruning';
 import { buildRegistry } from '../../workers/registry';
 import { createWorkerRuntime } from '../../workers/runtime';
@@ -354,7 +355,7 @@ describe.each(BACKENDS)('pruning ($backend)', ({ makeUrl }) => {
     // Fencing counters in Redis of a simulation that goes and of one that stays.
     await api.redis.set(`${api.prefix}:fence:simulation:old-succeeded`, '3');
     await api.redis.set(`${api.prefix}:fence:simulation:boundary`, '4');
-    // A pruned simulation whose id was taken again at once: its lock is held, and the holder's
+    // A pruned simulation whose lock is still held (a late attempt of its job): the holder's
     // token came from this counter, so the counter stays.
     await api.redis.set(`${api.prefix}:fence:simulation:old-failed`, '7');
     await api.redis.set(`${api.prefix}:lock:simulation:old-failed`, 'holder', 'PX', 60_000);
@@ -420,6 +421,74 @@ describe.each(BACKENDS)('pruning ($backend)', ({ makeUrl }) => {
 
     // Nothing left to do: a second run deletes nothing.
     expect(await prune(false)).toMatchObject({ status: 'succeeded', counts: emptyPruneCounts() });
+  });
+
+  it('a pruned simulation keeps its simulation_id: POST answers 409 with pruned_at and writes nothing, GET and cancel say it was pruned', async () => {
+    const scenario = {
+      arrival: { process: 'poisson', rate_per_s: 10 },
+      service: { distribution: 'exponential', mean_ms: 50 },
+      servers: 1,
+      customers: 100,
+    };
+    const post = (simulationId: string, key?: string) =>
+      call(api, '/v1/simulations', {
+        method: 'POST',
+        key: api.keys.write,
+        headers: { 'content-type': 'application/json', ...(key ? { 'idempotency-key': key } : {}) },
+        body: JSON.stringify({ simulation_id: simulationId, scenario }),
+      });
+    expect((await post('reused-1', 'first-post')).status).toBe(202);
+    expect((await post('kept-1')).status).toBe(202);
+    // The run ended 31 days ago; the other one is still queued.
+    await db()
+      .updateTable('simulations')
+      .set({ status: 'succeeded', finished_at: T - 31 * DAY })
+      .where('id', '=', 'reused-1')
+      .execute();
+    clock.advance(HOUR);
+    const prunedAt = new Date(T + HOUR).toISOString();
+    expect(await prune(false)).toMatchObject({ status: 'succeeded', counts: { simulations: 1 } });
+    expect(await db().selectFrom('simulations').select('id').execute()).toEqual([{ id: 'kept-1' }]);
+
+    const again = await post('reused-1');
+    expectProblemShape(again, 'simulation-exists', 409);
+    expect(again.body).toMatchObject({ simulation: null, pruned_at: prunedAt });
+    expect(again.body.detail).toContain('pruned');
+    expect(again.headers.get('location')).toBeNull();
+    // Nothing was written: no run, no outbox row, no job.
+    expect(await db().selectFrom('simulations').select('id').where('id', '=', 'reused-1').execute()).toEqual(
+      [],
+    );
+    expect(
+      await db().selectFrom('outbox').select('id').where('job_id', '=', 'sim-reused-1').execute(),
+    ).toHaveLength(1);
+    // A retry of the first request still replays its 202 (the key is checked first).
+    const replay = await post('reused-1', 'first-post');
+    expect(replay.status).toBe(202);
+    expect(replay.headers.get('idempotent-replayed')).toBe('true');
+
+    const got = await call(api, '/v1/simulations/reused-1', { key: api.keys.read });
+    expectProblemShape(got, 'not-found', 404);
+    expect(got.body.pruned_at).toBe(prunedAt);
+    expect(got.body.detail).toContain('pruned');
+    const cancelled = await call(api, '/v1/simulations/reused-1/cancel', {
+      method: 'POST',
+      key: api.keys.write,
+    });
+    expectProblemShape(cancelled, 'not-found', 404);
+    expect(cancelled.body.pruned_at).toBe(prunedAt);
+    const never = await call(api, '/v1/simulations/never-used', { key: api.keys.read });
+    expectProblemShape(never, 'not-found', 404);
+    expect(never.body.pruned_at).toBeUndefined();
+
+    // The typed client surfaces the 409 itself: there is no run to compare with.
+    const client = createClient({ baseUrl: api.url, apiKey: api.keys.write, retry: { attempts: 1 } });
+    const err = await client
+      .startSimulation({ simulation_id: 'reused-1', scenario: scenario as never })
+      .catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(TaskyardProblemError);
+    expect((err as TaskyardProblemError).slug).toBe('simulation-exists');
+    expect((err as TaskyardProblemError).body.pruned_at).toBe(prunedAt);
   });
 
   it('2,700 expired records are deleted in 6 batches of PRUNE_BATCH (500), each reported as progress', async () => {

@@ -283,7 +283,12 @@ async function pruneAll(
   await inBatches(
     'simulations',
     async (trx) => {
-      const r = await deleteFinishedSimulationsBatch(trx, cutoffs.simulations, PRUNE_BATCH);
+      const r = await deleteFinishedSimulationsBatch(
+        trx,
+        cutoffs.simulations,
+        PRUNE_BATCH,
+        deps.clock.now().getTime(),
+      );
       prunedSimulations = r.ids;
       return { simulations: r.simulations, simulation_checkpoints: r.checkpoints };
     },

@@ -26,7 +26,7 @@ describe.each(BACKENDS)('reconciler ($backend)', ({ makeUrl }) => {
   let reconcile: (job: Job, ctx: JobContext) => Promise<unknown>;
 
   /** The reconcile processor over an api's database, Redis and queues. */
-  const reconcilerOf = (under: ApiUnderTest, reconcilePage?: number) =>
+  const reconcilerOf = (under: ApiUnderTest, reconcilePage?: number, log = logger) =>
     createMaintenanceProcessors({
       redis: under.redis,
       prefix: under.prefix,
@@ -34,7 +34,7 @@ describe.each(BACKENDS)('reconciler ($backend)', ({ makeUrl }) => {
       queues: under.queues,
       locks: createLocks({ redis: under.redis, prefix: under.prefix, logger }),
       clock: systemClock,
-      logger,
+      logger: log,
       config: under.config,
       ...(reconcilePage === undefined ? {} : { reconcilePage }),
     }).reconcile!;
@@ -293,6 +293,50 @@ describe.each(BACKENDS)('reconciler ($backend)', ({ makeUrl }) => {
       }
     } finally {
       await own.close();
+    }
+  });
+
+  it('warns once per tick about a queue whose jobs wait with no worker, and not once a worker serves it or it is paused', async () => {
+    const lines: string[] = [];
+    const logged = createLogger({ level: 'warn' }, { write: (line: string) => void lines.push(line) });
+    const withLog = reconcilerOf(api, undefined, logged);
+    const tick = async () => (await withLog({ id: 'tick' } as Job, ctx)) as { unserved: string[] };
+    const warnsFor = (queue: string) =>
+      lines.map((l) => JSON.parse(l) as Record<string, unknown>).filter((l) => l.queue === queue);
+    const pruning = api.queues.get('pruning');
+    const probes = api.queues.get('probes');
+    await pruning.obliterate({ force: true });
+    await probes.obliterate({ force: true });
+    await pruning.add('prune', { run_id: randomUUID(), dry_run: true }, { jobId: 'unserved-1' });
+    await probes.add('probe-cycle', { run_id: randomUUID() }, { jobId: 'unserved-2' });
+    await probes.pause();
+    try {
+      expect((await tick()).unserved).toContain('pruning');
+      expect(warnsFor('pruning')).toHaveLength(1);
+      // Our job, and any manual pruning run the earlier tests left queued (the tick re-adds those).
+      expect(warnsFor('pruning')[0]).toMatchObject({
+        level: 40,
+        reconcile_job_id: 'tick',
+        waiting: await pruning.getJobCountByTypes('wait', 'prioritized', 'delayed'),
+      });
+      expect(String(warnsFor('pruning')[0]!.msg)).toContain('--queues pruning');
+      // Paused on purpose: no warning.
+      expect(warnsFor('probes')).toHaveLength(0);
+
+      const connection = createRedis(api.config.REDIS_URL, 'worker');
+      const w = new Worker('pruning', null, { connection, prefix: api.prefix, autorun: false });
+      try {
+        await w.waitUntilReady();
+        expect((await tick()).unserved).not.toContain('pruning');
+        expect(warnsFor('pruning')).toHaveLength(1);
+      } finally {
+        await w.close();
+        await connection.quit();
+      }
+    } finally {
+      await probes.resume();
+      await pruning.obliterate({ force: true });
+      await probes.obliterate({ force: true });
     }
   });
 });

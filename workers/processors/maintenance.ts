@@ -34,6 +34,7 @@ import { backupJobId } from '../../queues/backup-producer';
 import { dispatchOutboxRow } from '../../queues/outbox-dispatch';
 import type { Queues } from '../../queues/producer';
 import type { JobContext, JobProcessor } from '../registry';
+import type { Job } from 'bullmq';
 
 export interface MaintenanceDeps {
   /** Short-command Redis connection: where the reconciler keeps its place between ticks. */
@@ -245,7 +246,7 @@ export function createMaintenanceProcessors(deps: MaintenanceDeps): Record<strin
       );
   }
 
-  const reconcile: JobProcessor = (_job, ctx) =>
+  const reconcile: JobProcessor = (job, ctx) =>
     singleRunner(deps, ctx, async () => {
       const counts = { checked: 0, requeued: 0, failed: 0 };
       const tally = (o: 'requeued' | 'failed' | 'ok') => {
@@ -383,8 +384,37 @@ export function createMaintenanceProcessors(deps: MaintenanceDeps): Record<strin
         },
       );
       if (counts.requeued + counts.failed > 0) ctx.logger.info(counts, 'reconcile finished');
-      return counts;
+      return { ...counts, unserved: await warnUnservedQueues(job, ctx) };
     });
+
+  /**
+   * Queues whose jobs wait while no worker listens. A fleet whose every worker was started
+   * with `--queues` that leaves a queue out holds that queue's work for ever, and nothing
+   * else says so. BullMQ counts a queue's workers by their connection names (CLIENT LIST);
+   * a Redis that refuses CLIENT LIST (some managed services) is not checked. A paused queue
+   * waits on purpose. One warn per queue and tick, for as long as it lasts.
+   * @returns the names of the queues warned about
+   */
+  async function warnUnservedQueues(job: Job, ctx: JobContext): Promise<string[]> {
+    const unserved: string[] = [];
+    for (const [name, queue] of deps.queues.byName) {
+      if (ctx.signal.aborted) break;
+      try {
+        const waiting = await queue.getJobCountByTypes('wait', 'prioritized', 'delayed');
+        if (waiting === 0 || (await queue.isPaused())) continue;
+        if ((await queue.getWorkersCount()) > 0) continue;
+        unserved.push(name);
+        // deps.logger: the tick's own logger binds `queue` to maintenance already.
+        deps.logger.warn(
+          { queue: name, waiting, reconcile_job_id: job.id },
+          `jobs are waiting in queue ${name} and no worker serves it: start one with \`npm run worker\` (every queue) or \`npm run worker -- --queues ${name}\``,
+        );
+      } catch (err) {
+        deps.logger.debug({ queue: name, err: toError(err) }, 'could not count the workers of a queue');
+      }
+    }
+    return unserved;
+  }
 
   return { 'relay-outbox': relayOutbox, reconcile };
 }

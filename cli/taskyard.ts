@@ -1,4 +1,4 @@
-import { constants as fsConstants, realpathSync } from 'node:fs';
+import { constants as fsConstants, existsSync, realpathSync } from 'node:fs';
 import fsp from 'node:fs/promises';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
@@ -13,7 +13,7 @@ import {
   revokeApiKey,
   type ApiKeyRecord,
 } from '../shared/db/api-keys';
-import { createDatabase, type DatabaseHandle } from '../shared/db/database';
+import { createDatabase, sqlitePath, type DatabaseHandle } from '../shared/db/database';
 import { migrateToLatest, migrationStatus } from '../shared/db/migrate';
 import { restoreArchive } from '../shared/db/restore';
 import { settleRestoredBackups } from '../shared/db/backups-store';
@@ -367,6 +367,11 @@ async function restore(
     );
     return EXIT_FAILED;
   }
+  // A restore that fails leaves no new SQLite file behind (it would hold the schema and no
+  // rows); a file that was there before is the user's and stays.
+  const file = url.startsWith('sqlite:') ? sqlitePath(url) : ':memory:';
+  const created = file !== ':memory:' && !existsSync(file) ? file : undefined;
+  let restored = false;
   const handle = await createDatabase(url);
   try {
     const result = await restoreArchive(archive, handle, {
@@ -391,6 +396,7 @@ async function restore(
           : `${settled.imported} restored backup(s) keep their archive files as the source install's: retention here deletes their rows, never the files (restore with --adopt-archives if the source install is gone for good)`,
       );
     }
+    restored = true;
     return EXIT_OK;
   } catch (err) {
     if (err instanceof BackupArchiveError || err instanceof MigrationIntegrityError) {
@@ -400,6 +406,10 @@ async function restore(
     throw err;
   } finally {
     await handle.close();
+    if (!restored && created) {
+      for (const f of [created, `${created}-wal`, `${created}-shm`]) await fsp.rm(f, { force: true });
+      cli.err(`taskyard: removed ${created}, which this restore had created`);
+    }
   }
 }
 

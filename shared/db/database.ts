@@ -56,7 +56,8 @@ export async function createDatabase(
   );
 }
 
-function sqlitePath(url: string): string {
+/** The file of a `sqlite:` URL (`:memory:` for an in-memory database). @throws Error for an empty path */
+export function sqlitePath(url: string): string {
   let file = url.slice('sqlite:'.length);
   if (file.startsWith('//')) file = file.slice(2);
   if (file === '') throw new Error('sqlite URL has no path: use sqlite:<path> or sqlite::memory:');

@@ -2,6 +2,7 @@ import { randomUUID } from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import zlib from 'node:zlib';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { runCli } from '../../cli/taskyard';
 import { writeBackupArchive, type BackupArchiveResult } from '../../shared/backup-archive-writer';
@@ -73,7 +74,8 @@ describe('taskyard restore', () => {
     fs.writeFileSync(notGzip, '# not a backup\n');
     const r = await run(['restore', notGzip, '--database-url', url]);
     expect(r.code).toBe(1);
-    expect(r.err).toBe('taskyard: README.md is not a taskyard backup archive (not gzip data)');
+    expect(r.err.split('\n')[0]).toBe('taskyard: README.md is not a taskyard backup archive (not gzip data)');
+    expect(fs.existsSync(url.slice('sqlite:'.length))).toBe(false);
   });
 
   it('refuses an archive whose sha256 is not the one given', async () => {
@@ -269,6 +271,29 @@ describe('taskyard restore', () => {
     expect(r.err).toContain('the target refused rows of table backups');
     expect(r.err).toContain('U+0000');
     expect(r.err).toContain('take a new backup');
+  });
+
+  it('a restore that fails part-way removes the SQLite file it created, and keeps one that was there', async () => {
+    // The archive without its last line (the trailer): every row is read, then it is refused.
+    const lines = zlib.gunzipSync(fs.readFileSync(archive.path)).toString('utf8').trimEnd().split('\n');
+    const cut = path.join(dir, 'cut.ndjson.gz');
+    fs.writeFileSync(cut, zlib.gzipSync(`${lines.slice(0, -1).join('\n')}\n`));
+    const url = testSqliteUrl('cli_restore_cut');
+    urls.push(url);
+    const file = url.slice('sqlite:'.length);
+    const r = await run(['restore', cut, '--database-url', url]);
+    expect(r.code).toBe(1);
+    expect(r.err).toContain('taskyard: ');
+    expect(r.err).toContain(`removed ${file}, which this restore had created`);
+    for (const f of [file, `${file}-wal`, `${file}-shm`]) expect(fs.existsSync(f), f).toBe(false);
+
+    // A file that existed before the restore is the user's: it stays, whatever the outcome.
+    (await createDatabase(url)).close();
+    expect(fs.existsSync(file)).toBe(true);
+    const again = await run(['restore', cut, '--database-url', url]);
+    expect(again.code).toBe(1);
+    expect(again.err).not.toContain('removed');
+    expect(fs.existsSync(file)).toBe(true);
   });
 
   it('a missing archive file exits 1 naming it, and leaves no database file behind', async () => {

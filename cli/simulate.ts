@@ -58,6 +58,11 @@ export async function simulate(a: SimulateArgs): Promise<number> {
       throw new Error(`${err.message} (set --url or TASKYARD_URL; the default is ${DEFAULT_API_URL})`);
     }
     if (err instanceof TaskyardProblemError && err.slug === 'simulation-exists') {
+      if (err.body.simulation === null) {
+        throw new Error(
+          `simulation id "${id}" belonged to a run that was pruned; ids are never reused, choose another --id`,
+        );
+      }
       throw new Error(`simulation "${id}" already exists with another scenario; choose another --id`);
     }
     throw err;

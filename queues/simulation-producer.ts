@@ -3,7 +3,7 @@ import type { StoredResponse } from '../shared/db/idempotency-store';
 import { insertOutboxRow } from '../shared/db/outbox-store';
 import {
   getSimulation,
-  getSimulationPrunedAt,
+  getClaimedSimulationId,
   insertSimulationIfAbsent,
   type SimulationRow,
 } from '../shared/db/simulations-store';
@@ -17,8 +17,9 @@ export { simulationJobId } from '../shared/contract/job-ids';
 import { simulationJobId } from '../shared/contract/job-ids';
 export const simulationLocation = (simulationId: string) => `/v1/simulations/${simulationId}`;
 
-function prunedSimulationExists(id: string, prunedAt: number | undefined): SimulationExistsError {
-  const at = prunedAt === undefined ? null : new Date(prunedAt).toISOString();
+/** The id is taken by a run that is no longer kept (`prunedAt` null: when was not recorded). */
+function prunedSimulationExists(id: string, prunedAt: number | null): SimulationExistsError {
+  const at = prunedAt === null ? null : new Date(prunedAt).toISOString();
   return new SimulationExistsError(
     `simulation_id ${id} belonged to a simulation that finished and was pruned${at ? ` on ${at}` : ''} (SIMULATION_RETENTION_DAYS); simulation ids are never reused. Choose another simulation_id.`,
     { prunedAt: at },
@@ -63,7 +64,7 @@ export async function requestSimulation(
           { simulation: input.present(existing), location: simulationLocation(id) },
         );
       }
-      throw prunedSimulationExists(id, await getSimulationPrunedAt(trx, id));
+      throw prunedSimulationExists(id, (await getClaimedSimulationId(trx, id))?.prunedAt ?? null);
     }
     const outbox = await insertOutboxRow(trx, {
       queue: simulationsQueue.name,

@@ -12,7 +12,7 @@ import {
 import type { DatabaseHandle } from '../../shared/db/database';
 import {
   getSimulation,
-  getSimulationPrunedAt,
+  getClaimedSimulationId,
   listSimulations,
   requestSimulationCancel,
   type SimulationRow,
@@ -47,13 +47,13 @@ const accepted = (row: SimulationRow) => ({
   location: simulationLocation(row.id),
 });
 
-/** 404 for an id with no run; one whose run was pruned says so and when (its id stays taken). */
+/** 404 for an id with no run; one whose run was pruned says so (its id stays taken). */
 async function noSimulation(db: DatabaseHandle['db'], id: string): Promise<NotFoundError> {
-  const prunedAt = await getSimulationPrunedAt(db, id);
-  if (prunedAt === undefined) return new NotFoundError(`There is no simulation with simulation_id ${id}.`);
-  const at = new Date(prunedAt).toISOString();
+  const claimed = await getClaimedSimulationId(db, id);
+  if (!claimed) return new NotFoundError(`There is no simulation with simulation_id ${id}.`);
+  const at = claimed.prunedAt === null ? null : new Date(claimed.prunedAt).toISOString();
   return new NotFoundError(
-    `Simulation ${id} finished and was pruned on ${at} (SIMULATION_RETENTION_DAYS); its simulation_id stays taken.`,
+    `Simulation ${id} finished and was pruned${at ? ` on ${at}` : ''} (SIMULATION_RETENTION_DAYS); its simulation_id stays taken.`,
     { extra: { pruned_at: at } },
   );
 }

@@ -214,22 +214,27 @@ export async function deleteFinishedSimulationsBatch(
   limit: number,
   now: number,
 ): Promise<{ ids: string[]; simulations: number; checkpoints: number }> {
-  const ids = (
-    await trx
-      .deleteFrom('simulations')
-      .where('id', 'in', (eb) =>
-        eb
-          .selectFrom('simulations')
-          .select('id')
-          .where('status', 'in', TERMINAL_SIMULATION)
-          .where('finished_at', '<', before)
-          .limit(limit),
-      )
-      .returning('id')
-      .execute()
-  ).map((r) => r.id);
+  const deleted = await trx
+    .deleteFrom('simulations')
+    .where('id', 'in', (eb) =>
+      eb
+        .selectFrom('simulations')
+        .select('id')
+        .where('status', 'in', TERMINAL_SIMULATION)
+        .where('finished_at', '<', before)
+        .limit(limit),
+    )
+    .returning(['id', 'created_at'])
+    .execute();
+  const ids = deleted.map((r) => r.id);
   if (ids.length === 0) return { ids, simulations: 0, checkpoints: 0 };
-  await trx.updateTable('simulation_ids').set({ pruned_at: now }).where('id', 'in', ids).execute();
+  // An upsert: a run that never had its id's row (see insertSimulationIfAbsent) gets one now,
+  // or its id would be free again.
+  await trx
+    .insertInto('simulation_ids')
+    .values(deleted.map((r) => ({ id: r.id, created_at: Number(r.created_at), pruned_at: now })))
+    .onConflict((oc) => oc.column('id').doUpdateSet({ pruned_at: now }))
+    .execute();
   const r = await trx
     .deleteFrom('simulation_checkpoints')
     .where('simulation_id', 'in', ids)

@@ -54,14 +54,28 @@ export async function insertSimulationIfAbsent(
     .onConflict((oc) => oc.column('id').doNothing())
     .executeTakeFirst();
   if (Number(claim.numInsertedOrUpdatedRows ?? 0) !== 1) return undefined;
-  await db.insertInto('simulations').values(row).execute();
-  return row;
+  // A run can exist without its id's row: one restored from an archive older than
+  // simulation_ids into an already-migrated database, or one an api of the previous version
+  // created during a rolling upgrade. Its id is taken all the same.
+  const run = await db
+    .insertInto('simulations')
+    .values(row)
+    .onConflict((oc) => oc.column('id').doNothing())
+    .executeTakeFirst();
+  return Number(run.numInsertedOrUpdatedRows ?? 0) === 1 ? row : undefined;
 }
 
-/** When retention pruning deleted the run of a claimed id; undefined when it was never pruned or never claimed. */
-export async function getSimulationPrunedAt(db: Kysely<Database>, id: string): Promise<number | undefined> {
+/**
+ * The record of a claimed simulation_id whose run is no longer kept: `prunedAt` is when
+ * retention pruning deleted it (null when that was not recorded, by an older version).
+ * @returns undefined when the id was never claimed
+ */
+export async function getClaimedSimulationId(
+  db: Kysely<Database>,
+  id: string,
+): Promise<{ prunedAt: number | null } | undefined> {
   const r = await db.selectFrom('simulation_ids').select('pruned_at').where('id', '=', id).executeTakeFirst();
-  return r?.pruned_at == null ? undefined : Number(r.pruned_at);
+  return r && { prunedAt: r.pruned_at === null ? null : Number(r.pruned_at) };
 }
 
 export async function getSimulation(db: Kysely<Database>, id: string): Promise<SimulationRow | undefined> {

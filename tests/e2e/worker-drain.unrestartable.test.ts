@@ -171,4 +171,27 @@ describe('worker process drain', () => {
       fs.rmSync(dir, { recursive: true, force: true });
     }
   }, 60_000);
+  it('a worker that does not serve maintenance warns at start while no worker does, and not once one does', async () => {
+    const warnings = (w: SpawnedProcess) =>
+      w.logs.filter(
+        (l) => l.level === 40 && l.queue === 'maintenance' && /no worker serves/.test(String(l.msg)),
+      );
+    const stopAll = async (...ws: SpawnedProcess[]) => {
+      for (const w of ws) w.signal('SIGTERM');
+      for (const w of ws) expect(await w.waitForExit(15_000)).toEqual({ code: 0, signal: null });
+    };
+    // The warning is decided before 'worker ready' is logged.
+    const alone = startWorker('noop-alone');
+    await alone.waitForLog(isReady, { what: 'noop-alone ready', timeoutMs: 30_000 });
+    expect(warnings(alone)).toHaveLength(1);
+    expect(String(warnings(alone)[0]!.msg)).toContain('--queues maintenance');
+
+    const maintenance = startWorker('maintenance', {}, 'maintenance');
+    await maintenance.waitForLog(isReady, { what: 'maintenance ready', timeoutMs: 30_000 });
+    const joined = startWorker('noop-joined');
+    await joined.waitForLog(isReady, { what: 'noop-joined ready', timeoutMs: 30_000 });
+    expect(warnings(maintenance)).toHaveLength(0);
+    expect(warnings(joined)).toHaveLength(0);
+    await stopAll(alone, joined, maintenance);
+  });
 });

@@ -71,6 +71,17 @@ describe.each(BACKENDS)('taskyard simulate ($backend)', ({ makeUrl }) => {
     expect(JSON.parse(r.out)).toMatchObject({ simulation_id: 'cli-sim-2', status: 'queued' });
   });
 
+  it('an id whose run was pruned is refused, saying so', async () => {
+    // What retention pruning leaves of a run: its id, stamped.
+    await api.db.db
+      .insertInto('simulation_ids')
+      .values({ id: 'cli-sim-pruned', created_at: 1, pruned_at: 2 })
+      .execute();
+    const r = await run([scenarioFile(), '--id', 'cli-sim-pruned', '--no-follow']);
+    expect(r.code).not.toBe(EXIT_OK);
+    expect(r.err).toContain('simulation id "cli-sim-pruned" belonged to a run that was pruned');
+  });
+
   it('says what is wrong: no key, a read-only key, a bad id, a bad scenario, a missing file', async () => {
     const noKey = await run([scenarioFile()], { TASKYARD_API_KEY: undefined });
     expect(noKey.code).toBe(EXIT_USAGE);

@@ -491,6 +491,50 @@ describe.each(BACKENDS)('pruning ($backend)', ({ makeUrl }) => {
     expect((err as TaskyardProblemError).body.pruned_at).toBe(prunedAt);
   });
 
+  it('a run without its simulation_ids row (made by an older version, or restored from an older archive into a migrated database) holds its id before and after pruning', async () => {
+    await db()
+      .insertInto('simulations')
+      .values({
+        id: 'legacy-1',
+        status: 'succeeded',
+        scenario: '{}',
+        created_at: T - 40 * DAY,
+        finished_at: T - 31 * DAY,
+      })
+      .execute();
+    const post = () =>
+      call(api, '/v1/simulations', {
+        method: 'POST',
+        key: api.keys.write,
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({
+          simulation_id: 'legacy-1',
+          scenario: {
+            arrival: { process: 'poisson', rate_per_s: 10 },
+            service: { distribution: 'exponential', mean_ms: 50 },
+            servers: 1,
+            customers: 100,
+          },
+        }),
+      });
+    // Kept: a 409 with the run (it was a 500, a primary-key violation, before).
+    const kept = await post();
+    expectProblemShape(kept, 'simulation-exists', 409);
+    expect(kept.body.simulation.simulation_id).toBe('legacy-1');
+    expect(await db().selectFrom('simulation_ids').selectAll().execute()).toEqual([]);
+
+    expect(await prune(false)).toMatchObject({ status: 'succeeded', counts: { simulations: 1 } });
+    // Pruned: the id's row is written then, with the run's created_at.
+    const ids = await db().selectFrom('simulation_ids').selectAll().execute();
+    expect(ids.map((r) => [r.id, Number(r.created_at), Number(r.pruned_at)])).toEqual([
+      ['legacy-1', T - 40 * DAY, T],
+    ]);
+    const pruned = await post();
+    expectProblemShape(pruned, 'simulation-exists', 409);
+    expect(pruned.body).toMatchObject({ simulation: null, pruned_at: clock.now().toISOString() });
+    expect(await db().selectFrom('simulations').select('id').execute()).toEqual([]);
+  });
+
   it('2,700 expired records are deleted in 6 batches of PRUNE_BATCH (500), each reported as progress', async () => {
     await idem(2_700, T - HOUR);
     await idem(7, T + HOUR);

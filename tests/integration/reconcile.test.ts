@@ -296,7 +296,7 @@ describe.each(BACKENDS)('reconciler ($backend)', ({ makeUrl }) => {
     }
   });
 
-  it('warns once per tick about a queue whose jobs wait with no worker, and not once a worker serves it or it is paused', async () => {
+  it('warns once per tick about a queue whose jobs are overdue with no worker, and not once a worker serves it, it is paused or its jobs are not due', async () => {
     const lines: string[] = [];
     const logged = createLogger({ level: 'warn' }, { write: (line: string) => void lines.push(line) });
     const withLog = reconcilerOf(api, undefined, logged);
@@ -305,11 +305,14 @@ describe.each(BACKENDS)('reconciler ($backend)', ({ makeUrl }) => {
       lines.map((l) => JSON.parse(l) as Record<string, unknown>).filter((l) => l.queue === queue);
     const pruning = api.queues.get('pruning');
     const probes = api.queues.get('probes');
-    await pruning.obliterate({ force: true });
-    await probes.obliterate({ force: true });
+    const later = api.queues.get('noop');
+    for (const q of [pruning, probes, later]) await q.obliterate({ force: true });
+    // Due at once (RECONCILE_AFTER_MS is 0 here): overdue by the next tick.
     await pruning.add('prune', { run_id: randomUUID(), dry_run: true }, { jobId: 'unserved-1' });
     await probes.add('probe-cycle', { run_id: randomUUID() }, { jobId: 'unserved-2' });
     await probes.pause();
+    // Not due for an hour (a scheduler's next run, a retry's backoff): nothing is late yet.
+    await later.add('noop', {}, { jobId: 'unserved-3', delay: 3_600_000 });
     try {
       expect((await tick()).unserved).toContain('pruning');
       expect(warnsFor('pruning')).toHaveLength(1);
@@ -320,8 +323,9 @@ describe.each(BACKENDS)('reconciler ($backend)', ({ makeUrl }) => {
         waiting: await pruning.getJobCountByTypes('wait', 'prioritized', 'delayed'),
       });
       expect(String(warnsFor('pruning')[0]!.msg)).toContain('--queues pruning');
-      // Paused on purpose: no warning.
+      // Paused on purpose, or not due yet: no warning.
       expect(warnsFor('probes')).toHaveLength(0);
+      expect(warnsFor('noop')).toHaveLength(0);
 
       const connection = createRedis(api.config.REDIS_URL, 'worker');
       const w = new Worker('pruning', null, { connection, prefix: api.prefix, autorun: false });
@@ -335,8 +339,7 @@ describe.each(BACKENDS)('reconciler ($backend)', ({ makeUrl }) => {
       }
     } finally {
       await probes.resume();
-      await pruning.obliterate({ force: true });
-      await probes.obliterate({ force: true });
+      for (const q of [pruning, probes, later]) await q.obliterate({ force: true });
     }
   });
 });

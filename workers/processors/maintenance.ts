@@ -388,26 +388,33 @@ export function createMaintenanceProcessors(deps: MaintenanceDeps): Record<strin
     });
 
   /**
-   * Queues whose jobs wait while no worker listens. A fleet whose every worker was started
-   * with `--queues` that leaves a queue out holds that queue's work for ever, and nothing
-   * else says so. BullMQ counts a queue's workers by their connection names (CLIENT LIST);
-   * a Redis that refuses CLIENT LIST (some managed services) is not checked. A paused queue
-   * waits on purpose. One warn per queue and tick, for as long as it lasts.
+   * Queues whose jobs are overdue while no worker listens. A fleet whose every worker was
+   * started with `--queues` that leaves a queue out holds that queue's work for ever, and
+   * nothing else says so. A job is overdue once it has been due (added, or its delay over)
+   * for RECONCILE_AFTER_MS: a scheduler's next run, a retry's backoff or a job added a moment
+   * ago is not. Only then are the queue's workers counted, by their connection names (CLIENT
+   * LIST, a call proportional to Redis's clients); a Redis that refuses CLIENT LIST (some
+   * managed services) is not checked. A paused queue waits on purpose. One warn per queue and
+   * tick, for as long as it lasts.
    * @returns the names of the queues warned about
    */
   async function warnUnservedQueues(job: Job, ctx: JobContext): Promise<string[]> {
     const unserved: string[] = [];
+    const overdueBefore = now() - deps.config.RECONCILE_AFTER_MS;
     for (const [name, queue] of deps.queues.byName) {
       if (ctx.signal.aborted) break;
       try {
-        const waiting = await queue.getJobCountByTypes('wait', 'prioritized', 'delayed');
-        if (waiting === 0 || (await queue.isPaused())) continue;
+        // The first job of each kind: the oldest waiting, the one due soonest.
+        const first = await queue.getJobs(['wait', 'prioritized', 'delayed'], 0, 0, true);
+        const overdue = first.some((j) => j.timestamp + (j.delay ?? 0) <= overdueBefore);
+        if (!overdue || (await queue.isPaused())) continue;
         if ((await queue.getWorkersCount()) > 0) continue;
         unserved.push(name);
+        const waiting = await queue.getJobCountByTypes('wait', 'prioritized', 'delayed');
         // deps.logger: the tick's own logger binds `queue` to maintenance already.
         deps.logger.warn(
           { queue: name, waiting, reconcile_job_id: job.id },
-          `jobs are waiting in queue ${name} and no worker serves it: start one with \`npm run worker\` (every queue) or \`npm run worker -- --queues ${name}\``,
+          `jobs are overdue in queue ${name} and no worker serves it: start one with \`npm run worker\` (every queue) or \`npm run worker -- --queues ${name}\`; if nothing should run them, pause the queue (Bull Board) or disable its schedule (PUT /v1/schedules/:name)`,
         );
       } catch (err) {
         deps.logger.debug({ queue: name, err: toError(err) }, 'could not count the workers of a queue');

@@ -247,26 +247,34 @@ export const DATABASE_UNAVAILABLE_DELAY_MS = 5_000;
  */
 function watch(worker: Worker, log: Logger, completedLevel: 'info' | 'debug'): void {
   const transitions = log.child({}, { redact: { paths: [] } });
-  worker.on(
-    'active',
-    containListener(log, 'active', (job: Job) => {
-      transitions.debug({ job_id: job.id, job_name: job.name, attempt: job.attemptsMade + 1 }, 'job active');
-    }),
-  );
-  worker.on(
-    'completed',
-    containListener(log, 'completed', (job: Job) => {
-      transitions[completedLevel](
-        {
-          job_id: job.id,
-          job_name: job.name,
-          attempts_made: job.attemptsMade,
-          run_ms: job.finishedOn && job.processedOn ? job.finishedOn - job.processedOn : undefined,
-        },
-        'job completed',
-      );
-    }),
-  );
+  // No listener for a level that is off: it would still run, and build its line, per job.
+  if (transitions.isLevelEnabled('debug')) {
+    worker.on(
+      'active',
+      containListener(log, 'active', (job: Job) => {
+        transitions.debug(
+          { job_id: job.id, job_name: job.name, attempt: job.attemptsMade + 1 },
+          'job active',
+        );
+      }),
+    );
+  }
+  if (transitions.isLevelEnabled(completedLevel)) {
+    worker.on(
+      'completed',
+      containListener(log, 'completed', (job: Job) => {
+        transitions[completedLevel](
+          {
+            job_id: job.id,
+            job_name: job.name,
+            attempts_made: job.attemptsMade,
+            run_ms: job.finishedOn && job.processedOn ? job.finishedOn - job.processedOn : undefined,
+          },
+          'job completed',
+        );
+      }),
+    );
+  }
   worker.on(
     'failed',
     containListener(log, 'failed', (job: Job | undefined, err: Error) => {

@@ -1,8 +1,9 @@
 /**
  * No-op jobs per second through the taskyard worker runtime (registry, payload
  * validation, lifecycle, info logging of every job transition) next to a raw BullMQ
- * Worker with the same concurrency on the same Redis. Variants alternate, several
- * rounds, median reported, so drift on the machine affects both alike.
+ * Worker with the same concurrency on the same Redis. Variants alternate, in an order
+ * rotated every round, over nine rounds, median reported, so drift on the machine and a
+ * hiccup during one run (this shared host has them) affect both alike.
  */
 import { Queue, Worker } from 'bullmq';
 import { pino } from 'pino';
@@ -119,7 +120,7 @@ function median(xs: number[]): number {
 }
 
 export async function benchWorkerThroughput(
-  opts = { jobs: 30_000, concurrency: 16, rounds: 5 },
+  opts = { jobs: 30_000, concurrency: 16, rounds: 9 },
 ): Promise<Figure[]> {
   const raw: number[] = [];
   const ty: number[] = [];
@@ -127,10 +128,13 @@ export async function benchWorkerThroughput(
   // Warm-up round (JIT, Redis scripts) not counted.
   await runRaw(1000, opts.concurrency);
   await runTaskyard(1000, opts.concurrency);
+  const variants = [
+    async () => raw.push(await runRaw(opts.jobs, opts.concurrency)),
+    async () => ty.push(await runTaskyard(opts.jobs, opts.concurrency)),
+    async () => tyInfo.push(await runTaskyard(opts.jobs, opts.concurrency, 'info')),
+  ];
   for (let r = 0; r < opts.rounds; r++) {
-    raw.push(await runRaw(opts.jobs, opts.concurrency));
-    ty.push(await runTaskyard(opts.jobs, opts.concurrency));
-    tyInfo.push(await runTaskyard(opts.jobs, opts.concurrency, 'info'));
+    for (let i = 0; i < variants.length; i++) await variants[(r + i) % variants.length]!();
     console.log(
       `  round ${r + 1}: raw ${raw.at(-1)!.toFixed(0)} jobs/s, taskyard ${ty.at(-1)!.toFixed(0)} jobs/s, with an info line per job ${tyInfo.at(-1)!.toFixed(0)} jobs/s`,
     );

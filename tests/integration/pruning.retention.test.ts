@@ -73,6 +73,23 @@ describe.each(BACKENDS)('pruning ($backend)', ({ makeUrl }) => {
 
   const db = () => api.db.db;
 
+  const SCENARIO = {
+    arrival: { process: 'poisson', rate_per_s: 10 },
+    service: { distribution: 'exponential', mean_ms: 50 },
+    servers: 1,
+    customers: 100,
+  };
+  const postSimulation = (simulationId: string, idempotencyKey?: string) =>
+    call(api, '/v1/simulations', {
+      method: 'POST',
+      key: api.keys.write,
+      headers: {
+        'content-type': 'application/json',
+        ...(idempotencyKey ? { 'idempotency-key': idempotencyKey } : {}),
+      },
+      body: JSON.stringify({ simulation_id: simulationId, scenario: SCENARIO }),
+    });
+
   async function newRun(dryRun = false): Promise<string> {
     const id = randomUUID();
     await db()
@@ -424,21 +441,8 @@ describe.each(BACKENDS)('pruning ($backend)', ({ makeUrl }) => {
   });
 
   it('a pruned simulation keeps its simulation_id: POST answers 409 with pruned_at and writes nothing, GET and cancel say it was pruned', async () => {
-    const scenario = {
-      arrival: { process: 'poisson', rate_per_s: 10 },
-      service: { distribution: 'exponential', mean_ms: 50 },
-      servers: 1,
-      customers: 100,
-    };
-    const post = (simulationId: string, key?: string) =>
-      call(api, '/v1/simulations', {
-        method: 'POST',
-        key: api.keys.write,
-        headers: { 'content-type': 'application/json', ...(key ? { 'idempotency-key': key } : {}) },
-        body: JSON.stringify({ simulation_id: simulationId, scenario }),
-      });
-    expect((await post('reused-1', 'first-post')).status).toBe(202);
-    expect((await post('kept-1')).status).toBe(202);
+    expect((await postSimulation('reused-1', 'first-post')).status).toBe(202);
+    expect((await postSimulation('kept-1')).status).toBe(202);
     // The run ended 31 days ago; the other one is still queued.
     await db()
       .updateTable('simulations')
@@ -450,7 +454,7 @@ describe.each(BACKENDS)('pruning ($backend)', ({ makeUrl }) => {
     expect(await prune(false)).toMatchObject({ status: 'succeeded', counts: { simulations: 1 } });
     expect(await db().selectFrom('simulations').select('id').execute()).toEqual([{ id: 'kept-1' }]);
 
-    const again = await post('reused-1');
+    const again = await postSimulation('reused-1');
     expectProblemShape(again, 'simulation-exists', 409);
     expect(again.body).toMatchObject({ simulation: null, pruned_at: prunedAt });
     expect(again.body.detail).toContain('pruned');
@@ -463,7 +467,7 @@ describe.each(BACKENDS)('pruning ($backend)', ({ makeUrl }) => {
       await db().selectFrom('outbox').select('id').where('job_id', '=', 'sim-reused-1').execute(),
     ).toHaveLength(1);
     // A retry of the first request still replays its 202 (the key is checked first).
-    const replay = await post('reused-1', 'first-post');
+    const replay = await postSimulation('reused-1', 'first-post');
     expect(replay.status).toBe(202);
     expect(replay.headers.get('idempotent-replayed')).toBe('true');
 
@@ -484,7 +488,7 @@ describe.each(BACKENDS)('pruning ($backend)', ({ makeUrl }) => {
     // The typed client surfaces the 409 itself: there is no run to compare with.
     const client = createClient({ baseUrl: api.url, apiKey: api.keys.write, retry: { attempts: 1 } });
     const err = await client
-      .startSimulation({ simulation_id: 'reused-1', scenario: scenario as never })
+      .startSimulation({ simulation_id: 'reused-1', scenario: SCENARIO as never })
       .catch((e: unknown) => e);
     expect(err).toBeInstanceOf(TaskyardProblemError);
     expect((err as TaskyardProblemError).slug).toBe('simulation-exists');
@@ -502,23 +506,8 @@ describe.each(BACKENDS)('pruning ($backend)', ({ makeUrl }) => {
         finished_at: T - 31 * DAY,
       })
       .execute();
-    const post = () =>
-      call(api, '/v1/simulations', {
-        method: 'POST',
-        key: api.keys.write,
-        headers: { 'content-type': 'application/json' },
-        body: JSON.stringify({
-          simulation_id: 'legacy-1',
-          scenario: {
-            arrival: { process: 'poisson', rate_per_s: 10 },
-            service: { distribution: 'exponential', mean_ms: 50 },
-            servers: 1,
-            customers: 100,
-          },
-        }),
-      });
     // Kept: a 409 with the run (it was a 500, a primary-key violation, before).
-    const kept = await post();
+    const kept = await postSimulation('legacy-1');
     expectProblemShape(kept, 'simulation-exists', 409);
     expect(kept.body.simulation.simulation_id).toBe('legacy-1');
     expect(await db().selectFrom('simulation_ids').selectAll().execute()).toEqual([]);
@@ -529,7 +518,7 @@ describe.each(BACKENDS)('pruning ($backend)', ({ makeUrl }) => {
     expect(ids.map((r) => [r.id, Number(r.created_at), Number(r.pruned_at)])).toEqual([
       ['legacy-1', T - 40 * DAY, T],
     ]);
-    const pruned = await post();
+    const pruned = await postSimulation('legacy-1');
     expectProblemShape(pruned, 'simulation-exists', 409);
     expect(pruned.body).toMatchObject({ simulation: null, pruned_at: clock.now().toISOString() });
     expect(await db().selectFrom('simulations').select('id').execute()).toEqual([]);

@@ -14,9 +14,9 @@ import { createDatabase, type DatabaseHandle } from '../shared/db/database';
 import { migrateToLatest } from '../shared/db/migrate';
 import { ConfigError } from '../shared/errors';
 import { DrainTimeoutError } from '../shared/lifecycle';
-import { createLogger, type Logger } from '../shared/logger';
+import { createLogger } from '../shared/logger';
 import { createRedis } from '../shared/redis';
-import { REDIS_DEADLINE_MS, withDeadline } from '../shared/deadline';
+import { withDeadline } from '../shared/deadline';
 import { handleShutdownSignals } from '../shared/signals';
 import { buildProcessors } from './processors/index';
 import { createWorkerRuntime } from './runtime';
@@ -156,6 +156,10 @@ async function main(): Promise<void> {
       drainTimeoutMs: config.DRAIN_TIMEOUT_MS,
       checkEverySeconds: config.SCHEDULE_CHECK_SECONDS,
       schedules: schedulesFor(config),
+      // Only a worker that does not serve the maintenance queue can notice that none does.
+      ...(runtime.queueNames.includes(maintenanceQueue.name)
+        ? {}
+        : { watchMaintenance: { overdueAfterMs: config.RECONCILE_AFTER_MS } }),
     });
     if (runtime.queueNames.length === 0 && args.queues !== 'all') {
       logger.error(
@@ -194,7 +198,6 @@ async function main(): Promise<void> {
 
     await runtime.start();
     await scheduleSync.start();
-    await warnIfMaintenanceUnserved(producers, runtime.queueNames, logger);
     logger.info({ queues: runtime.queueNames }, 'worker ready');
   } catch (err) {
     logger.fatal({ err }, 'worker failed to start');
@@ -207,31 +210,3 @@ void main().catch((err: unknown) => {
   process.stderr.write(`worker crashed: ${(err as Error)?.stack ?? String(err)}\n`);
   process.exit(1);
 });
-
-/**
- * The outbox relay and the reconciler run on the maintenance queue, and the reconciler is
- * what warns about queues no worker serves: a fleet with no maintenance worker loses all
- * three without a word. Checked once, at start, by a worker that does not serve it (a fleet
- * started all at once may see this before its maintenance worker is up).
- */
-async function warnIfMaintenanceUnserved(queues: Queues, served: readonly string[], logger: Logger) {
-  const name = maintenanceQueue.name;
-  if (served.includes(name)) return;
-  let workers: number;
-  try {
-    workers = await withDeadline(
-      'Redis (count maintenance workers)',
-      REDIS_DEADLINE_MS,
-      queues.get(name).getWorkersCount(),
-    );
-  } catch (err) {
-    // A Redis that refuses CLIENT LIST (some managed services) cannot tell.
-    logger.debug({ queue: name, err }, 'could not count the workers of a queue');
-    return;
-  }
-  if (workers > 0) return;
-  logger.warn(
-    { queue: name },
-    'no worker serves the maintenance queue yet: until one does, the outbox relay and the reconciler run nowhere (work whose enqueue failed waits, and queues no worker serves go unreported); start a worker without --queues, or with --queues maintenance',
-  );
-}

@@ -6,6 +6,9 @@ import { createLifecycle, type ManagedLifecycle } from '../shared/lifecycle';
 import { connectionErrorLogger, type Logger } from '../shared/logger';
 import { createRedis } from '../shared/redis';
 import type { Queues } from '../queues/producer';
+import { maintenanceQueue } from '../queues/maintenance';
+import { overdueWithoutWorker } from '../queues/unserved';
+import { REDIS_DEADLINE_MS, withDeadline } from '../shared/deadline';
 import {
   applySchedules,
   schedulersPresent,
@@ -22,6 +25,11 @@ import {
  * waits on Redis, not on an in-process timer: a BLPOP on the wake list with a timeout of
  * `checkEverySeconds` is both the change notification and the convergence bound. The check
  * is a few HGETs; applying only happens when something differs.
+ *
+ * With `watchMaintenance` (a worker that does not serve the maintenance queue), each round
+ * also checks that some worker serves it: the outbox relay and the reconciler run there, and
+ * the reconciler is what reports other unserved queues, so it cannot report its own absence.
+ * A change either way is logged once (warn, then info when a worker serves it again).
  */
 export function createScheduleSync(deps: {
   db: Kysely<Database>;
@@ -34,10 +42,37 @@ export function createScheduleSync(deps: {
   checkEverySeconds: number;
   /** schedulesFor(config). */
   schedules: readonly ScheduleDefinition[];
+  /** Watch the maintenance queue; its jobs are overdue after `overdueAfterMs` (RECONCILE_AFTER_MS). */
+  watchMaintenance?: { overdueAfterMs: number };
 }): ManagedLifecycle {
   const logger = deps.logger.child({ component: 'schedule-sync' });
   const wait = deps.checkEverySeconds;
   let stopping = false;
+  let maintenanceUnserved = false;
+
+  const watchMaintenance = async (overdueAfterMs: number) => {
+    let waiting: number | undefined;
+    try {
+      waiting = await withDeadline(
+        'Redis (maintenance queue workers)',
+        REDIS_DEADLINE_MS,
+        overdueWithoutWorker(deps.queues.get(maintenanceQueue.name), Date.now() - overdueAfterMs),
+      );
+    } catch (err) {
+      // Redis away (the schedule check reports that), or a Redis that refuses CLIENT LIST.
+      logger.debug({ err: toError(err) }, 'could not count the workers of the maintenance queue');
+      return;
+    }
+    if (waiting !== undefined && !maintenanceUnserved) {
+      logger.warn(
+        { queue: maintenanceQueue.name, waiting },
+        'no worker serves the maintenance queue: the outbox relay and the reconciler run nowhere (work whose enqueue failed waits, and queues no worker serves go unreported); start a worker without --queues, or with --queues maintenance',
+      );
+    } else if (waiting === undefined && maintenanceUnserved) {
+      logger.info({ queue: maintenanceQueue.name }, 'a worker serves the maintenance queue again');
+    }
+    maintenanceUnserved = waiting !== undefined;
+  };
   let loop: Promise<void> | undefined;
   let blocking: Redis | undefined;
 
@@ -71,6 +106,7 @@ export function createScheduleSync(deps: {
               const woke = await conn.blpop(scheduleWakeKey(deps.prefix), wait);
               if (stopping) return;
               await converge(woke ? 'change' : 'check');
+              if (deps.watchMaintenance) await watchMaintenance(deps.watchMaintenance.overdueAfterMs);
             } catch (err) {
               if (stopping) return;
               // The next BLPOP is the back-off: on this worker-role connection it waits out a

@@ -171,27 +171,36 @@ describe('worker process drain', () => {
       fs.rmSync(dir, { recursive: true, force: true });
     }
   }, 60_000);
-  it('a worker that does not serve maintenance warns at start while no worker does, and not once one does', async () => {
-    const warnings = (w: SpawnedProcess) =>
-      w.logs.filter(
-        (l) => l.level === 40 && l.queue === 'maintenance' && /no worker serves/.test(String(l.msg)),
-      );
-    const stopAll = async (...ws: SpawnedProcess[]) => {
-      for (const w of ws) w.signal('SIGTERM');
-      for (const w of ws) expect(await w.waitForExit(15_000)).toEqual({ code: 0, signal: null });
-    };
-    // The warning is decided before 'worker ready' is logged.
-    const alone = startWorker('noop-alone');
-    await alone.waitForLog(isReady, { what: 'noop-alone ready', timeoutMs: 30_000 });
-    expect(warnings(alone)).toHaveLength(1);
+  it('a worker that does not serve maintenance warns once when no worker does, once more when it is gone again, and says when one is back', async () => {
+    const watchEnv = { RECONCILE_AFTER_MS: '300', SCHEDULE_CHECK_SECONDS: '1', LOG_LEVEL: 'info' };
+    const about = (msg: RegExp) => (w: SpawnedProcess) =>
+      w.logs.filter((l) => l.queue === 'maintenance' && msg.test(String(l.msg)));
+    const warnings = about(/^no worker serves the maintenance queue/);
+    const recoveries = about(/^a worker serves the maintenance queue again/);
+    const alone = startWorker('noop-alone', watchEnv);
+    await waitFor(() => warnings(alone).length === 1 || undefined, {
+      timeoutMs: 30_000,
+      what: 'the maintenance warning',
+    });
+    expect(warnings(alone)[0]).toMatchObject({ level: 40 });
     expect(String(warnings(alone)[0]!.msg)).toContain('--queues maintenance');
 
-    const maintenance = startWorker('maintenance', {}, 'maintenance');
-    await maintenance.waitForLog(isReady, { what: 'maintenance ready', timeoutMs: 30_000 });
-    const joined = startWorker('noop-joined');
-    await joined.waitForLog(isReady, { what: 'noop-joined ready', timeoutMs: 30_000 });
+    const maintenance = startWorker('maintenance', watchEnv, 'maintenance');
+    await waitFor(() => recoveries(alone).length === 1 || undefined, {
+      timeoutMs: 30_000,
+      what: 'the maintenance queue served again',
+    });
     expect(warnings(maintenance)).toHaveLength(0);
-    expect(warnings(joined)).toHaveLength(0);
-    await stopAll(alone, joined, maintenance);
+
+    // The maintenance worker goes away later: reported again, once.
+    maintenance.signal('SIGTERM');
+    expect(await maintenance.waitForExit(15_000)).toEqual({ code: 0, signal: null });
+    await waitFor(() => warnings(alone).length === 2 || undefined, {
+      timeoutMs: 30_000,
+      what: 'the second maintenance warning',
+    });
+    expect(recoveries(alone)).toHaveLength(1);
+    alone.signal('SIGTERM');
+    expect(await alone.waitForExit(15_000)).toEqual({ code: 0, signal: null });
   });
 });

@@ -32,6 +32,7 @@ import type { Locks } from '../../shared/locks';
 import type { Logger } from '../../shared/logger';
 import { backupJobId } from '../../queues/backup-producer';
 import { dispatchOutboxRow } from '../../queues/outbox-dispatch';
+import { overdueWithoutWorker } from '../../queues/unserved';
 import type { Queues } from '../../queues/producer';
 import type { JobContext, JobProcessor } from '../registry';
 import type { Job } from 'bullmq';
@@ -388,14 +389,11 @@ export function createMaintenanceProcessors(deps: MaintenanceDeps): Record<strin
     });
 
   /**
-   * Queues whose jobs are overdue while no worker listens. A fleet whose every worker was
-   * started with `--queues` that leaves a queue out holds that queue's work for ever, and
-   * nothing else says so. A job is overdue once it has been due (added, or its delay over)
-   * for RECONCILE_AFTER_MS: a scheduler's next run, a retry's backoff or a job added a moment
-   * ago is not. Only then are the queue's workers counted, by their connection names (CLIENT
-   * LIST, a call proportional to Redis's clients); a Redis that refuses CLIENT LIST (some
-   * managed services) is not checked. A paused queue waits on purpose. One warn per queue and
-   * tick, for as long as it lasts.
+   * Queues whose jobs are overdue (by RECONCILE_AFTER_MS) while no worker listens (see
+   * overdueWithoutWorker). A fleet whose every worker was started with `--queues` that leaves
+   * a queue out holds that queue's work for ever, and nothing else says so. One warn per
+   * queue and tick, for as long as it lasts. (The maintenance queue itself is watched by the
+   * schedule sync of every worker that does not serve it: without it, no tick runs here.)
    * @returns the names of the queues warned about
    */
   async function warnUnservedQueues(job: Job, ctx: JobContext): Promise<string[]> {
@@ -404,13 +402,9 @@ export function createMaintenanceProcessors(deps: MaintenanceDeps): Record<strin
     for (const [name, queue] of deps.queues.byName) {
       if (ctx.signal.aborted) break;
       try {
-        // The first job of each kind: the oldest waiting, the one due soonest.
-        const first = await queue.getJobs(['wait', 'prioritized', 'delayed'], 0, 0, true);
-        const overdue = first.some((j) => j.timestamp + (j.delay ?? 0) <= overdueBefore);
-        if (!overdue || (await queue.isPaused())) continue;
-        if ((await queue.getWorkersCount()) > 0) continue;
+        const waiting = await overdueWithoutWorker(queue, overdueBefore);
+        if (waiting === undefined) continue;
         unserved.push(name);
-        const waiting = await queue.getJobCountByTypes('wait', 'prioritized', 'delayed');
         // deps.logger: the tick's own logger binds `queue` to maintenance already.
         deps.logger.warn(
           { queue: name, waiting, reconcile_job_id: job.id },

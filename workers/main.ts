@@ -159,7 +159,7 @@ async function main(): Promise<void> {
       // Only a worker that does not serve the maintenance queue can notice that none does.
       ...(runtime.queueNames.includes(maintenanceQueue.name)
         ? {}
-        : { watchMaintenance: { overdueAfterMs: config.RECONCILE_AFTER_MS } }),
+        : { watchMaintenance: { overdueAfterMs: config.RECONCILE_AFTER_MS, redis } }),
     });
     if (runtime.queueNames.length === 0 && args.queues !== 'all') {
       logger.error(

@@ -29,7 +29,8 @@ import {
  * With `watchMaintenance` (a worker that does not serve the maintenance queue), each round
  * also checks that some worker serves it: the outbox relay and the reconciler run there, and
  * the reconciler is what reports other unserved queues, so it cannot report its own absence.
- * A change either way is logged once (warn, then info when a worker serves it again).
+ * A change either way is logged once by each such worker (warn; then info once a worker
+ * serving it is seen again).
  */
 export function createScheduleSync(deps: {
   db: Kysely<Database>;
@@ -42,36 +43,45 @@ export function createScheduleSync(deps: {
   checkEverySeconds: number;
   /** schedulesFor(config). */
   schedules: readonly ScheduleDefinition[];
-  /** Watch the maintenance queue; its jobs are overdue after `overdueAfterMs` (RECONCILE_AFTER_MS). */
-  watchMaintenance?: { overdueAfterMs: number };
+  /**
+   * Watch the maintenance queue: its jobs are overdue after `overdueAfterMs`
+   * (RECONCILE_AFTER_MS); `redis` is a short-command connection to the queues' Redis.
+   */
+  watchMaintenance?: { overdueAfterMs: number; redis: Redis };
 }): ManagedLifecycle {
   const logger = deps.logger.child({ component: 'schedule-sync' });
   const wait = deps.checkEverySeconds;
   let stopping = false;
   let maintenanceUnserved = false;
 
-  const watchMaintenance = async (overdueAfterMs: number) => {
-    let waiting: number | undefined;
+  const watchMaintenance = async (watch: { overdueAfterMs: number; redis: Redis }) => {
+    const queue = deps.queues.get(maintenanceQueue.name);
     try {
-      waiting = await withDeadline(
+      await withDeadline(
         'Redis (maintenance queue workers)',
         REDIS_DEADLINE_MS,
-        overdueWithoutWorker(deps.queues.get(maintenanceQueue.name), Date.now() - overdueAfterMs),
+        (async () => {
+          const waiting = await overdueWithoutWorker(queue, watch.redis, Date.now() - watch.overdueAfterMs);
+          if (waiting !== undefined) {
+            if (!maintenanceUnserved) {
+              logger.warn(
+                { queue: maintenanceQueue.name, waiting },
+                'no worker serves the maintenance queue: the outbox relay and the reconciler run nowhere (work whose enqueue failed waits, and queues no worker serves go unreported); start a worker without --queues, or with --queues maintenance',
+              );
+            }
+            maintenanceUnserved = true;
+            // Nothing overdue says little on its own (a scheduler re-applied at a worker's
+            // start looks new): only a worker seen again ends the warning.
+          } else if (maintenanceUnserved && (await queue.getWorkersCount()) > 0) {
+            logger.info({ queue: maintenanceQueue.name }, 'a worker serves the maintenance queue again');
+            maintenanceUnserved = false;
+          }
+        })(),
       );
     } catch (err) {
       // Redis away (the schedule check reports that), or a Redis that refuses CLIENT LIST.
       logger.debug({ err: toError(err) }, 'could not count the workers of the maintenance queue');
-      return;
     }
-    if (waiting !== undefined && !maintenanceUnserved) {
-      logger.warn(
-        { queue: maintenanceQueue.name, waiting },
-        'no worker serves the maintenance queue: the outbox relay and the reconciler run nowhere (work whose enqueue failed waits, and queues no worker serves go unreported); start a worker without --queues, or with --queues maintenance',
-      );
-    } else if (waiting === undefined && maintenanceUnserved) {
-      logger.info({ queue: maintenanceQueue.name }, 'a worker serves the maintenance queue again');
-    }
-    maintenanceUnserved = waiting !== undefined;
   };
   let loop: Promise<void> | undefined;
   let blocking: Redis | undefined;
@@ -105,8 +115,12 @@ export function createScheduleSync(deps: {
             try {
               const woke = await conn.blpop(scheduleWakeKey(deps.prefix), wait);
               if (stopping) return;
-              await converge(woke ? 'change' : 'check');
-              if (deps.watchMaintenance) await watchMaintenance(deps.watchMaintenance.overdueAfterMs);
+              try {
+                await converge(woke ? 'change' : 'check');
+              } finally {
+                // Also while the database is away: converge reads it, the watch does not.
+                if (deps.watchMaintenance) await watchMaintenance(deps.watchMaintenance);
+              }
             } catch (err) {
               if (stopping) return;
               // The next BLPOP is the back-off: on this worker-role connection it waits out a

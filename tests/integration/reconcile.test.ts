@@ -311,8 +311,20 @@ describe.each(BACKENDS)('reconciler ($backend)', ({ makeUrl }) => {
     await pruning.add('prune', { run_id: randomUUID(), dry_run: true }, { jobId: 'unserved-1' });
     await probes.add('probe-cycle', { run_id: randomUUID() }, { jobId: 'unserved-2' });
     await probes.pause();
-    // Not due for an hour (a scheduler's next run, a retry's backoff): nothing is late yet.
-    await later.add('noop', {}, { jobId: 'unserved-3', delay: 3_600_000 });
+    // Added two hours ago, failed, and now in a backoff that ends in an hour: not late yet
+    // (its own timestamp + delay would say it was).
+    await later.add('noop', {}, { jobId: 'unserved-3', timestamp: Date.now() - 7_200_000 });
+    const taker = createRedis(api.config.REDIS_URL, 'worker');
+    const takerWorker = new Worker('noop', null, { connection: taker, prefix: api.prefix, autorun: false });
+    try {
+      const taken = (await takerWorker.getNextJob('backoff-token'))!;
+      expect(taken.id).toBe('unserved-3');
+      await taken.moveToDelayed(Date.now() + 3_600_000, 'backoff-token');
+    } finally {
+      await takerWorker.close();
+      await taker.quit();
+    }
+    expect(await later.getJobState('unserved-3')).toBe('delayed');
     try {
       expect((await tick()).unserved).toContain('pruning');
       expect(warnsFor('pruning')).toHaveLength(1);

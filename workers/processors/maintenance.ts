@@ -402,7 +402,7 @@ export function createMaintenanceProcessors(deps: MaintenanceDeps): Record<strin
     for (const [name, queue] of deps.queues.byName) {
       if (ctx.signal.aborted) break;
       try {
-        const waiting = await overdueWithoutWorker(queue, overdueBefore);
+        const waiting = await overdueWithoutWorker(queue, deps.redis, overdueBefore);
         if (waiting === undefined) continue;
         unserved.push(name);
         // deps.logger: the tick's own logger binds `queue` to maintenance already.

@@ -1,6 +1,7 @@
 /**
  * No-op jobs per second through the taskyard worker runtime (registry, payload
- * validation, lifecycle, info logging of every job transition) next to a raw BullMQ
+ * validation, lifecycle, logging at the queue's levels; a second variant logs each
+ * completion at info, as the domain queues do) next to a raw BullMQ
  * Worker with the same concurrency on the same Redis. Variants alternate, in an order
  * rotated every round, over nine rounds, median reported, so drift on the machine and a
  * hiccup during one run (this shared host has them) affect both alike.

@@ -367,23 +367,28 @@ async function restore(
     );
     return EXIT_FAILED;
   }
-  // A restore that fails leaves no new SQLite file behind (it would hold the schema and no
-  // rows); a file that was there before is the user's and stays.
+  // A restore that fails leaves no new SQLite file behind (it would hold the schema and
+  // perhaps rows not yet settled); a file that was there before is the user's and stays.
   const file = url.startsWith('sqlite:') ? sqlitePath(url) : ':memory:';
   const created = file !== ':memory:' && !existsSync(file) ? file : undefined;
-  let restored = false;
-  const handle = await createDatabase(url);
+  let rowsCommitted = false;
+  let finished = false;
+  let handle: DatabaseHandle | undefined;
   try {
+    handle = await createDatabase(url);
     const result = await restoreArchive(archive, handle, {
       migrations: await loadMigrations(),
       ...(sha256 === undefined ? {} : { expectedSha256: sha256 }),
+      onRowsCommitted: () => (rowsCommitted = true),
     });
+    // Part of the restore: until these rows are settled, the database must not be used.
+    const settled = await settleRestoredBackups(handle.db, Date.now(), { adoptArchives });
+    finished = true;
     const counts = Object.entries(result.rowCounts).map(([t, n]) => `${t} ${n}`);
     cli.out(
       `restored ${archive} (schema ${result.schemaVersion}, from ${result.sourceBackend}, sha256 ${result.sha256}) into ${handle.displayUrl}`,
     );
     cli.out(`rows: ${counts.join(', ') || 'none'}`);
-    const settled = await settleRestoredBackups(handle.db, Date.now(), { adoptArchives });
     if (settled.backups.length + settled.verifications.length > 0) {
       cli.out(
         `marked failed, as unfinished in the archive (not to be run again here): ${settled.backups.length} backup(s)${settled.backups.length > 0 ? ` (${settled.backups.join(', ')})` : ''}, ${settled.verifications.length} verification(s)`,
@@ -396,19 +401,35 @@ async function restore(
           : `${settled.imported} restored backup(s) keep their archive files as the source install's: retention here deletes their rows, never the files (restore with --adopt-archives if the source install is gone for good)`,
       );
     }
-    restored = true;
     return EXIT_OK;
   } catch (err) {
     if (err instanceof BackupArchiveError || err instanceof MigrationIntegrityError) {
       cli.err(`taskyard: ${err.message}`);
       return EXIT_FAILED;
     }
+    if (rowsCommitted) {
+      // Stored but not finished (a later migration or the settling failed): say so plainly,
+      // whatever the error, since the rows are there.
+      cli.err(`taskyard: the restore stored its rows but did not finish: ${toError(err).message}`);
+      if (!created) {
+        cli.err(
+          `taskyard: ${handle?.displayUrl ?? 'the target'} now holds restored rows that are not settled (unfinished backups are not marked failed): start nothing on it; empty it and run the restore again`,
+        );
+      }
+      return EXIT_FAILED;
+    }
     throw err;
   } finally {
-    await handle.close();
-    if (!restored && created) {
-      for (const f of [created, `${created}-wal`, `${created}-shm`]) await fsp.rm(f, { force: true });
-      cli.err(`taskyard: removed ${created}, which this restore had created`);
+    await handle?.close();
+    if (!finished && created) {
+      try {
+        for (const f of [created, `${created}-wal`, `${created}-shm`]) await fsp.rm(f, { force: true });
+        cli.err(`taskyard: removed ${created}, which this restore had created`);
+      } catch (rmErr) {
+        cli.err(
+          `taskyard: could not remove ${created}, which this restore had created (${(rmErr as NodeJS.ErrnoException).code ?? toError(rmErr).message}): delete it before restoring again`,
+        );
+      }
     }
   }
 }

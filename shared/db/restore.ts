@@ -39,6 +39,8 @@ export interface RestoreOptions {
   /** Rows per INSERT statement. @defaultValue 1000 */
   batchRows?: number;
   logger?: Logger;
+  /** Called once the rows are committed, before the newer migrations run. */
+  onRowsCommitted?: () => void;
 }
 
 export interface RestoreResult {
@@ -150,6 +152,7 @@ export async function restoreArchive(
     throw new BackupArchiveError('corrupt', `archive ${path.basename(file)} ended unexpectedly`);
   });
 
+  opts.onRowsCommitted?.();
   if (!pastArchive && opts.upgrade !== false) await migrateToLatest(target, opts.migrations, opts.logger);
   return { sha256, schemaVersion: header.schema_version, sourceBackend: header.backend, ...totals };
 }

@@ -403,10 +403,6 @@ async function restore(
     }
     return EXIT_OK;
   } catch (err) {
-    if (err instanceof BackupArchiveError || err instanceof MigrationIntegrityError) {
-      cli.err(`taskyard: ${err.message}`);
-      return EXIT_FAILED;
-    }
     if (rowsCommitted) {
       // Stored but not finished (a later migration or the settling failed): say so plainly,
       // whatever the error, since the rows are there.
@@ -416,6 +412,10 @@ async function restore(
           `taskyard: ${handle?.displayUrl ?? 'the target'} now holds restored rows that are not settled (unfinished backups are not marked failed): start nothing on it; empty it and run the restore again`,
         );
       }
+      return EXIT_FAILED;
+    }
+    if (err instanceof BackupArchiveError || err instanceof MigrationIntegrityError) {
+      cli.err(`taskyard: ${err.message}`);
       return EXIT_FAILED;
     }
     throw err;

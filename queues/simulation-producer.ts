@@ -1,3 +1,4 @@
+import { rfc3339 } from '../shared/contract/common';
 import type { ResolvedScenario } from '../shared/contract/simulation';
 import type { StoredResponse } from '../shared/db/idempotency-store';
 import { insertOutboxRow } from '../shared/db/outbox-store';
@@ -19,7 +20,7 @@ export const simulationLocation = (simulationId: string) => `/v1/simulations/${s
 
 /** The id is taken by a run that is no longer kept (`prunedAt` null: when was not recorded). */
 function prunedSimulationExists(id: string, prunedAt: number | null): SimulationExistsError {
-  const at = prunedAt === null ? null : new Date(prunedAt).toISOString();
+  const at = rfc3339(prunedAt);
   return new SimulationExistsError(
     `simulation_id ${id} belonged to a simulation that finished and was pruned${at ? ` on ${at}` : ''} (SIMULATION_RETENTION_DAYS); simulation ids are never reused. Choose another simulation_id.`,
     { prunedAt: at },

@@ -1,6 +1,7 @@
 import { Router } from 'express';
 import type { Clock } from '../../shared/clock';
 import type { Config } from '../../shared/config';
+import { rfc3339 } from '../../shared/contract/common';
 import { resolveSeed } from '../../shared/contract/simulation';
 import {
   cancelSimulationBodySchema,
@@ -51,7 +52,7 @@ const accepted = (row: SimulationRow) => ({
 async function noSimulation(db: DatabaseHandle['db'], id: string): Promise<NotFoundError> {
   const claimed = await getClaimedSimulationId(db, id);
   if (!claimed) return new NotFoundError(`There is no simulation with simulation_id ${id}.`);
-  const at = claimed.prunedAt === null ? null : new Date(claimed.prunedAt).toISOString();
+  const at = rfc3339(claimed.prunedAt);
   return new NotFoundError(
     `Simulation ${id} finished and was pruned${at ? ` on ${at}` : ''} (SIMULATION_RETENTION_DAYS); its simulation_id stays taken.`,
     { extra: { pruned_at: at } },

@@ -177,28 +177,21 @@ describe('worker process drain', () => {
       w.logs.filter((l) => l.queue === 'maintenance' && msg.test(String(l.msg)));
     const warnings = about(/^no worker serves the maintenance queue/);
     const recoveries = about(/^a worker serves the maintenance queue again/);
+    const seen = (what: string, lines: () => unknown[], n: number) =>
+      waitFor(() => lines().length === n || undefined, { timeoutMs: 30_000, what });
     const alone = startWorker('noop-alone', watchEnv);
-    await waitFor(() => warnings(alone).length === 1 || undefined, {
-      timeoutMs: 30_000,
-      what: 'the maintenance warning',
-    });
+    await seen('the maintenance warning', () => warnings(alone), 1);
     expect(warnings(alone)[0]).toMatchObject({ level: 40 });
     expect(String(warnings(alone)[0]!.msg)).toContain('--queues maintenance');
 
     const maintenance = startWorker('maintenance', watchEnv, 'maintenance');
-    await waitFor(() => recoveries(alone).length === 1 || undefined, {
-      timeoutMs: 30_000,
-      what: 'the maintenance queue served again',
-    });
+    await seen('the maintenance queue served again', () => recoveries(alone), 1);
     expect(warnings(maintenance)).toHaveLength(0);
 
     // The maintenance worker goes away later: reported again, once.
     maintenance.signal('SIGTERM');
     expect(await maintenance.waitForExit(15_000)).toEqual({ code: 0, signal: null });
-    await waitFor(() => warnings(alone).length === 2 || undefined, {
-      timeoutMs: 30_000,
-      what: 'the second maintenance warning',
-    });
+    await seen('the second maintenance warning', () => warnings(alone), 2);
     expect(recoveries(alone)).toHaveLength(1);
     alone.signal('SIGTERM');
     expect(await alone.waitForExit(15_000)).toEqual({ code: 0, signal: null });

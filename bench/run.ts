@@ -65,7 +65,7 @@ async function main(): Promise<void> {
       figures: worker,
       notes: [
         'Both variants drain the same pre-filled queue of no-op jobs; time runs from worker start to the last completion (polled every 20 ms).',
-        "The taskyard runtime validates each payload with zod, runs the job with an AbortSignal, and logs per job at the queue's level (pino at info, to /dev/null): the noop queue, like the maintenance ticks, logs `job completed` at debug; the second row logs it at info, as the domain queues do, to show what a line per job costs.",
+        "The taskyard runtime validates each payload with zod, gives the job a context whose AbortSignal is built only if the processor reads it (the no-op processor does not), and logs per job at the queue's level (pino at info, to /dev/null): the noop queue, like the maintenance ticks, logs `job completed` at debug; the second row logs it at info, as the domain queues do, to show what a line per job costs.",
       ],
     });
   }

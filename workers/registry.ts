@@ -5,8 +5,9 @@ import type { Logger } from '../shared/logger';
 /** What a processor gets besides its job. */
 export interface JobContext {
   /**
-   * Aborts when the job must stop: the worker force-closes after the drain timeout, the job
-   * is cancelled, or (with a single-runner lock) the lock is lost. Long work checks it.
+   * Aborts when the job must stop because the worker force-closes after the drain timeout.
+   * Long work checks it; work under a single-runner lock passes it to the lock, whose own
+   * signal also aborts when the lock is lost. Made on first read.
    */
   readonly signal: AbortSignal;
   /** The worker's lock token for this job, for BullMQ calls that need it (moveToDelayed). */

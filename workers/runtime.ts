@@ -88,12 +88,14 @@ export function createWorkerRuntime(opts: WorkerRuntimeOptions): WorkerRuntime {
   let workers: Worker[] = [];
   // Set when force-closing: a job that ends now is handed back to its queue instead of failing.
   let forcing = false;
+  let signals = new JobSignals();
 
   const lifecycle = createLifecycle(
     {
       name: 'worker-runtime',
       async start({ onCleanup }) {
         forcing = false;
+        signals = new JobSignals();
         const started: Worker[] = [];
         workers = started;
         for (const { def, processors } of consumed) {
@@ -104,7 +106,7 @@ export function createWorkerRuntime(opts: WorkerRuntimeOptions): WorkerRuntime {
           onCleanup(() => closeRedis(connection));
           const worker = new Worker(
             def.name,
-            makeProcessor(def, processors, queueLogger, () => forcing),
+            makeProcessor(def, processors, queueLogger, () => forcing, signals),
             {
               lockDuration: config.WORKER_LOCK_DURATION_MS,
               stalledInterval: config.WORKER_STALLED_INTERVAL_MS,
@@ -132,7 +134,7 @@ export function createWorkerRuntime(opts: WorkerRuntimeOptions): WorkerRuntime {
       },
       async forceClose() {
         forcing = true;
-        for (const w of workers) w.cancelAllJobs('worker force-closing after the drain timeout');
+        signals.abortAll(new Error('worker force-closing after the drain timeout'));
         const closed = Promise.all(workers.map((w) => w.close()));
         const settled = await withinDeadline(closed, FORCE_CLOSE_GRACE_MS);
         if (!settled) {
@@ -160,20 +162,70 @@ export function createWorkerRuntime(opts: WorkerRuntimeOptions): WorkerRuntime {
 }
 
 /**
- * The BullMQ processor of one queue. It declares three parameters: BullMQ only creates a
- * per-job AbortController for processors that take the signal.
+ * The abort signals handed to running jobs, so force-closing can abort them. A signal is made
+ * when a processor first reads `ctx.signal`, not per job: building an AbortSignal costs ~2.5 µs,
+ * a quarter of what the runtime adds to a no-op job (bench/RESULTS.md), and a processor that
+ * never reads it could not react to it anyway. BullMQ makes one eagerly for a processor that
+ * declares a third parameter, which is why ours declares two.
  */
+class JobSignals {
+  private readonly live = new Set<AbortController>();
+  private abortedWith: unknown;
+  private aborting = false;
+
+  /** A signal for one job; already aborted when force-closing has begun. */
+  create(): AbortController {
+    const controller = new AbortController();
+    if (this.aborting) controller.abort(this.abortedWith);
+    else this.live.add(controller);
+    return controller;
+  }
+
+  release(controller: AbortController | undefined): void {
+    if (controller !== undefined) this.live.delete(controller);
+  }
+
+  abortAll(reason: unknown): void {
+    this.aborting = true;
+    this.abortedWith = reason;
+    for (const c of this.live) c.abort(reason);
+    this.live.clear();
+  }
+}
+
+/** What a processor gets besides its job; its signal and logger are made on first use. */
+class RuntimeJobContext implements JobContext {
+  controller: AbortController | undefined;
+  private child: Logger | undefined;
+
+  constructor(
+    private readonly job: Job,
+    readonly token: string | undefined,
+    private readonly queueLogger: Logger,
+    private readonly signals: JobSignals,
+  ) {}
+
+  get signal(): AbortSignal {
+    return (this.controller ??= this.signals.create()).signal;
+  }
+
+  get logger(): Logger {
+    return (this.child ??= this.queueLogger.child({ job_id: this.job.id, job_name: this.job.name }));
+  }
+}
+
+/** The BullMQ processor of one queue. */
 function makeProcessor(
   def: QueueDefinition,
   processors: ReadonlyMap<string, JobProcessor>,
   queueLogger: Logger,
   forcing: () => boolean,
+  signals: JobSignals,
 ) {
   const known = [...processors.keys()];
   // Declared processors always have a schema (checked at construction).
   const schemas = new Map(known.map((name) => [name, def.jobs[name]!]));
-  const neverAborted = new AbortController().signal;
-  return async (job: Job, token: string | undefined, signal: AbortSignal | undefined): Promise<unknown> => {
+  return async (job: Job, token: string | undefined): Promise<unknown> => {
     const fn = processors.get(job.name);
     const schema = schemas.get(job.name);
     if (fn === undefined || schema === undefined) {
@@ -187,14 +239,7 @@ function makeProcessor(
       throw new UnrecoverableError(`invalid payload for job "${job.name}" on queue "${def.name}": ${issues}`);
     }
     job.data = parsed.data;
-    let child: Logger | undefined;
-    const ctx: JobContext = {
-      signal: signal ?? neverAborted,
-      token,
-      get logger() {
-        return (child ??= queueLogger.child({ job_id: job.id, job_name: job.name }));
-      },
-    };
+    const ctx = new RuntimeJobContext(job, token, queueLogger, signals);
     try {
       return await fn(job, ctx);
     } catch (err) {
@@ -227,6 +272,8 @@ function makeProcessor(
         throw new DelayedError();
       }
       throw err;
+    } finally {
+      signals.release(ctx.controller);
     }
   };
 }
@@ -239,8 +286,8 @@ export const DATABASE_UNAVAILABLE_DELAY_MS = 5_000;
  *
  * Per job: `job completed` at the queue's `jobLogLevel` (info for the domain queues, debug
  * for the maintenance ticks and the test-only noop queue), `job failed` always at info,
- * `job active` at debug. An info line costs ~3 µs of main-thread time with pino, ~10 % of a
- * no-op job (bench/RESULTS.md shows the runtime both ways), and the relay's tick every 2 s
+ * `job active` at debug. An info line costs a few µs of main-thread time with pino, ~5 % of
+ * a no-op job's throughput (bench/RESULTS.md shows the runtime both ways), and the relay's tick every 2 s
  * would otherwise log 43,200 lines a day saying nothing. The start of a run is carried in
  * the completed line (run_ms). These lines go through a child without redaction (fixed,
  * secret-free fields); lines that carry an error keep the redacting logger.

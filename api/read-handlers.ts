@@ -2,7 +2,7 @@ import type { RequestHandler } from 'express';
 import { listQuerySchema, uuidParamSchema } from '../shared/contract/common';
 import type { KeysetAfter } from '../shared/db/newest-first';
 import { NotFoundError } from '../shared/errors';
-import { keysetPage } from './keyset-page';
+import { keysetPage, listName } from './keyset-page';
 import { requireScope } from './middleware/auth';
 import { validate, validated } from './middleware/validate';
 
@@ -25,7 +25,7 @@ export function listNewestFirst<R extends { created_at: number; id: string }, V>
     validate(listSchemas),
     async (req, res) => {
       const { query } = validated(req, listSchemas);
-      res.json(await keysetPage(query, fetch, view));
+      res.json(await keysetPage(query, listName(req), fetch, view));
     },
   ];
 }

@@ -24,7 +24,7 @@ import type { Queues } from '../../queues/producer';
 import { requestSimulation, simulationLocation } from '../../queues/simulation-producer';
 import { requireScope } from '../middleware/auth';
 import { idempotency } from '../middleware/idempotency';
-import { keysetPage } from '../keyset-page';
+import { keysetPage, listName } from '../keyset-page';
 import { methodNotAllowed } from '../middleware/not-found';
 import { validate, validated } from '../middleware/validate';
 
@@ -90,7 +90,12 @@ export function simulationsRouter(deps: SimulationsRouteDeps): Router {
     .get(requireScope('read'), validate(listSchemas), async (req, res) => {
       const { query } = validated(req, listSchemas);
       res.json(
-        await keysetPage(query, (o) => listSimulations(db, { ...o, status: query.status }), simulationView),
+        await keysetPage(
+          query,
+          query.status === undefined ? listName(req) : `${listName(req)}?status=${query.status}`,
+          (o) => listSimulations(db, { ...o, status: query.status }),
+          simulationView,
+        ),
       );
     })
     .all(methodNotAllowed(['GET', 'POST']));

@@ -30,8 +30,12 @@ export interface KeysetCursor {
   id: string;
 }
 
-export function encodeCursor(c: KeysetCursor): string {
-  return Buffer.from(JSON.stringify([c.createdAt, c.id])).toString('base64url');
+/**
+ * @param list what the cursor pages over (path and filters), so a cursor handed to another list
+ *   is refused instead of silently paging that list from an unrelated position.
+ */
+export function encodeCursor(c: KeysetCursor, list: string): string {
+  return Buffer.from(JSON.stringify([c.createdAt, c.id, list])).toString('base64url');
 }
 
 /**
@@ -40,18 +44,21 @@ export function encodeCursor(c: KeysetCursor): string {
  */
 const CURSOR_ID = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
 
-/** @returns undefined when the cursor is not one we issued. */
-export function decodeCursor(raw: string): KeysetCursor | undefined {
+/**
+ * @returns undefined when the cursor is not one we issued. `list` is undefined for a cursor
+ *   issued before cursors named their list; those are still honoured for the list they came from.
+ */
+export function decodeCursor(raw: string): { after: KeysetCursor; list: string | undefined } | undefined {
   try {
     const v: unknown = JSON.parse(Buffer.from(raw, 'base64url').toString('utf8'));
     if (
       Array.isArray(v) &&
-      v.length === 2 &&
+      (v.length === 2 || (v.length === 3 && typeof v[2] === 'string')) &&
       Number.isSafeInteger(v[0]) &&
       typeof v[1] === 'string' &&
       CURSOR_ID.test(v[1])
     ) {
-      return { createdAt: v[0] as number, id: v[1] };
+      return { after: { createdAt: v[0] as number, id: v[1] }, list: v[2] as string | undefined };
     }
   } catch {
     // fall through

@@ -215,4 +215,35 @@ describe.each(BACKENDS)('simulations api ($backend)', ({ makeUrl }) => {
       400,
     );
   });
+
+  it('a cursor pages only the list that issued it; one from before cursors named their list still pages', async () => {
+    const ids = (await call(api, '/v1/simulations?limit=100', { key: api.keys.read })).body.items.map(
+      (i: { simulation_id: string }) => i.simulation_id,
+    );
+    const first = await call(api, '/v1/simulations?limit=2', { key: api.keys.read });
+    const cursor: string = first.body.next_cursor;
+    expect(cursor).toEqual(expect.any(String));
+
+    const filtered = await call(api, `/v1/simulations?status=cancelled&cursor=${cursor}`, {
+      key: api.keys.read,
+    });
+    expectProblemShape(filtered, 'validation-failed', 400);
+    expect(filtered.body.errors).toEqual([
+      {
+        path: 'query.cursor',
+        message: expect.stringContaining(
+          'cursor was issued for GET /v1/simulations, not GET /v1/simulations?status=cancelled',
+        ),
+      },
+    ]);
+    const elsewhere = await call(api, `/v1/backups?cursor=${cursor}`, { key: api.keys.read });
+    expectProblemShape(elsewhere, 'validation-failed', 400);
+    expect(elsewhere.body.errors[0].message).toContain('not GET /v1/backups');
+
+    const [createdAt, id] = JSON.parse(Buffer.from(cursor, 'base64url').toString('utf8')) as [number, string];
+    const legacy = Buffer.from(JSON.stringify([createdAt, id])).toString('base64url');
+    const second = await call(api, `/v1/simulations?limit=2&cursor=${legacy}`, { key: api.keys.read });
+    expect(second.status).toBe(200);
+    expect(second.body.items.map((i: { simulation_id: string }) => i.simulation_id)).toEqual(ids.slice(2, 4));
+  });
 });

@@ -45,7 +45,10 @@ export interface WorkerRuntimeOptions {
 }
 
 export interface WorkerRuntime extends Lifecycle {
-  /** The BullMQ Workers of the current run; empty before the first start. */
+  /**
+   * The BullMQ Workers of the current run; empty before the first start. Their `cancelJob` and
+   * `cancelAllJobs` abort nothing: the runtime, not BullMQ, owns the jobs' signals.
+   */
   readonly workers: readonly Worker[];
   /** Names of the queues this runtime consumes (those with processors). */
   readonly queueNames: readonly string[];
@@ -163,9 +166,10 @@ export function createWorkerRuntime(opts: WorkerRuntimeOptions): WorkerRuntime {
 
 /**
  * The abort signals handed to running jobs, so force-closing can abort them. A signal is made
- * when a processor first reads `ctx.signal`, not per job: building an AbortSignal costs ~2.5 µs,
- * a quarter of what the runtime adds to a no-op job (bench/RESULTS.md), and a processor that
- * never reads it could not react to it anyway. BullMQ makes one eagerly for a processor that
+ * when a processor first reads `ctx.signal`, not per job: building an AbortSignal costs ~2.5 µs
+ * and leaves garbage behind, and doing so for every job was most of what the runtime added to a
+ * no-op job (0.89 of raw BullMQ with it, 0.99–1.00 without; bench/RESULTS.md). A processor that
+ * never reads the signal could not react to it anyway. BullMQ makes one eagerly for a processor that
  * declares a third parameter, which is why ours declares two.
  */
 class JobSignals {
@@ -181,8 +185,10 @@ class JobSignals {
     return controller;
   }
 
-  release(controller: AbortController | undefined): void {
-    if (controller !== undefined) this.live.delete(controller);
+  /** The job has ended: its signal, if it has one, no longer needs aborting. */
+  release(ctx: RuntimeJobContext): void {
+    ctx.ended = true;
+    if (ctx.controller !== undefined) this.live.delete(ctx.controller);
   }
 
   abortAll(reason: unknown): void {
@@ -196,6 +202,8 @@ class JobSignals {
 /** What a processor gets besides its job; its signal and logger are made on first use. */
 class RuntimeJobContext implements JobContext {
   controller: AbortController | undefined;
+  /** Set when the job has ended; a signal first read after that is not tracked (nothing would release it). */
+  ended = false;
   private child: Logger | undefined;
 
   constructor(
@@ -206,7 +214,7 @@ class RuntimeJobContext implements JobContext {
   ) {}
 
   get signal(): AbortSignal {
-    return (this.controller ??= this.signals.create()).signal;
+    return (this.controller ??= this.ended ? new AbortController() : this.signals.create()).signal;
   }
 
   get logger(): Logger {
@@ -273,7 +281,7 @@ function makeProcessor(
       }
       throw err;
     } finally {
-      signals.release(ctx.controller);
+      signals.release(ctx);
     }
   };
 }
@@ -286,8 +294,8 @@ export const DATABASE_UNAVAILABLE_DELAY_MS = 5_000;
  *
  * Per job: `job completed` at the queue's `jobLogLevel` (info for the domain queues, debug
  * for the maintenance ticks and the test-only noop queue), `job failed` always at info,
- * `job active` at debug. An info line costs a few µs of main-thread time with pino, ~5 % of
- * a no-op job's throughput (bench/RESULTS.md shows the runtime both ways), and the relay's tick every 2 s
+ * `job active` at debug. An info line costs a few µs of main-thread time with pino, 5–10 %
+ * of a no-op job's throughput (bench/RESULTS.md shows the runtime both ways), and the relay's tick every 2 s
  * would otherwise log 43,200 lines a day saying nothing. The start of a run is carried in
  * the completed line (run_ms). These lines go through a child without redaction (fixed,
  * secret-free fields); lines that carry an error keep the redacting logger.

@@ -46,7 +46,9 @@ const CURSOR_ID = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
 
 /**
  * @returns undefined when the cursor is not one we issued. `list` is undefined for a cursor
- *   issued before cursors named their list; those are still honoured for the list they came from.
+ *   issued before cursors named their list: those are still honoured, on any list, so a client
+ *   paging across the upgrade is not broken. The binding guards against mistakes, not abuse:
+ *   cursors are not signed, and a cursor only positions a list the caller may read anyway.
  */
 export function decodeCursor(raw: string): { after: KeysetCursor; list: string | undefined } | undefined {
   try {

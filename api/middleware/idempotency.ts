@@ -73,8 +73,7 @@ export function idempotency(
     const principalId = req.principal?.id;
     if (!principalId) throw new Error('idempotency middleware runs after authentication');
     const key = parsed.key;
-    const path = req.originalUrl.split('?', 1)[0] ?? '';
-    const fingerprint = requestFingerprint(req.method, path, req.body);
+    const fingerprint = requestFingerprint(req.method, fingerprintPath(req), req.body);
     const claim = await claimIdempotencyKey(deps.db, {
       principalId,
       key,
@@ -142,6 +141,21 @@ export function idempotency(
     });
     next();
   };
+}
+
+/**
+ * The path a fingerprint covers: the route's pattern filled with its validated parameters, so
+ * spellings Express routes to the same resource (`/V1/Backups`, a trailing slash, an upper-case
+ * id) are the same request, not a 422 on the retry. For a request spelled as the api spells its
+ * paths this equals the raw path, so records stored before this rule still match.
+ */
+function fingerprintPath(req: Request): string {
+  const pattern = (req.route as { path?: unknown } | undefined)?.path;
+  if (typeof pattern !== 'string') return req.originalUrl.split('?', 1)[0] ?? '';
+  const params: Record<string, unknown> = { ...req.params, ...(req.valid?.params as object | undefined) };
+  return (req.baseUrl + pattern).replace(/:([A-Za-z0-9_]+)/g, (whole, name: string) =>
+    params[name] === undefined ? whole : encodeURIComponent(String(params[name])),
+  );
 }
 
 function replay(res: Response, stored: StoredResponse): void {

@@ -153,6 +153,29 @@ describe.each(BACKENDS)('Idempotency-Key on POST /v1/backups ($backend)', ({ mak
     expectProblemShape(r, 'idempotency-key-mismatch', 422);
   });
 
+  it('spellings Express routes alike (case, trailing slash, an upper-case id) are the same request: replayed, not 422', async () => {
+    const created = await post('spelling-1', { label: 's' });
+    expect(created.status).toBe(202);
+    const before = await backupRows();
+    for (const path of ['/V1/Backups', '/v1/backups/']) {
+      const again = await post('spelling-1', { label: 's' }, path);
+      expect(again.status).toBe(202);
+      expect(again.headers.get('idempotent-replayed')).toBe('true');
+      expect(again.body).toEqual(created.body);
+    }
+    expect(await backupRows()).toBe(before);
+
+    const id = created.body.id as string;
+    // No worker runs here, so the backup is not finished and verify answers 409; that answer is
+    // stored like any other, and the upper-case spelling must get it back, not a 422.
+    const verify = await post('spelling-2', {}, `/v1/backups/${id}/verify`);
+    expect(verify.status).toBe(409);
+    const upper = await post('spelling-2', {}, `/v1/backups/${id.toUpperCase()}/verify`);
+    expect(upper.status).toBe(409);
+    expect(upper.headers.get('idempotent-replayed')).toBe('true');
+    expect(upper.body).toEqual(verify.body);
+  });
+
   it('keys are scoped per principal: another key holder with the same key gets its own backup', async () => {
     const mine = await post('shared-key');
     const theirs = await call(api, '/v1/backups', {

@@ -7,7 +7,10 @@ export interface Page<V> {
   next_cursor: string | null;
 }
 
-/** The list a request pages over, for binding its cursors: the route's path, e.g. `GET /v1/backups`. */
+/**
+ * The list a request pages over, for binding its cursors: the route's path, e.g. `GET /v1/backups`.
+ * A list under a route parameter (none yet) would need the parameter's value in its name.
+ */
 export function listName(req: Request): string {
   return `GET ${req.baseUrl}${(req.route as { path: string }).path}`;
 }

@@ -43,6 +43,8 @@ export function encodeCursor(c: KeysetCursor, list: string): string {
  * e.g. a NUL byte Postgres refuses in text, cannot come from a cursor this api issued.
  */
 const CURSOR_ID = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
+/** What keysetPage's list names look like; anything else (it is echoed in the 400) was not issued here. */
+const CURSOR_LIST = /^GET \/[\x21-\x7e]{1,100}$/;
 
 /**
  * @returns undefined when the cursor is not one we issued. `list` is undefined for a cursor
@@ -55,7 +57,7 @@ export function decodeCursor(raw: string): { after: KeysetCursor; list: string |
     const v: unknown = JSON.parse(Buffer.from(raw, 'base64url').toString('utf8'));
     if (
       Array.isArray(v) &&
-      (v.length === 2 || (v.length === 3 && typeof v[2] === 'string')) &&
+      (v.length === 2 || (v.length === 3 && typeof v[2] === 'string' && CURSOR_LIST.test(v[2]))) &&
       Number.isSafeInteger(v[0]) &&
       typeof v[1] === 'string' &&
       CURSOR_ID.test(v[1])

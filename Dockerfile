@@ -9,4 +9,6 @@ COPY . .
 ENV NODE_ENV=production TASKYARD_ENV=production HOST=0.0.0.0
 RUN mkdir -p /backups /app/data && chown node:node /backups /app/data
 USER node
-CMD ["npm", "run", "api"]
+# node itself, not npm: as PID 1 it gets the SIGTERM of `docker stop` and drains (npm would
+# be signalled instead, and its child killed with it when it exits).
+CMD ["node", "--import", "tsx", "api/server.ts"]

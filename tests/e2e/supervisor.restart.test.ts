@@ -1,7 +1,7 @@
 import net from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
 import { createRedis, deleteKeysWithPrefix } from '../../shared/redis';
-import { assertNoLeakedChildren, spawnTsx } from '../helpers/processes';
+import { assertNoLeakedChildren, spawnProcess, spawnTsx } from '../helpers/processes';
 import { testRedisUrl, testSqliteUrl, uniquePrefix, waitFor } from '../helpers/services';
 
 /** `npm start` (cli/start.ts): migrate, api + worker, supervision, clean Ctrl-C. */
@@ -139,6 +139,63 @@ describe('npm start supervisor', () => {
       expect(await sup.waitForExit(45_000)).toEqual({ code: 0, signal: null });
     } finally {
       await sup.kill();
+      const redis = createRedis(testRedisUrl(), 'client');
+      await deleteKeysWithPrefix(redis, prefix);
+      await redis.quit();
+    }
+  });
+
+  it('SIGTERM to the npm process of `npm start` reaches taskyard: it drains and stops, nothing is left running', async () => {
+    const prefix = uniquePrefix('supervisor_npm');
+    // npm runs a script through `sh -c`; a shell that does not pass SIGTERM on would leave the
+    // node processes running without npm (as under a process manager that signals npm).
+    const npm = spawnProcess('npm start', 'npm', ['start', '--silent'], {
+      env: {
+        ...process.env,
+        TASKYARD_ENV: 'test',
+        PORT: '0',
+        DATABASE_URL: testSqliteUrl('supervisor_npm'),
+        REDIS_URL: testRedisUrl(),
+        REDIS_PREFIX: prefix,
+        LOG_LEVEL: 'info',
+      },
+    });
+    const pids: number[] = [];
+    try {
+      const started = await npm.waitForLog((l) => l.msg === 'worker started', {
+        what: 'worker started',
+        timeoutMs: 30_000,
+      });
+      const listening = await npm.waitForLog((l) => l.msg === 'api listening', {
+        what: 'api listening',
+        timeoutMs: 30_000,
+      });
+      await npm.waitForLog((l) => l.msg === 'worker ready', { what: 'worker ready', timeoutMs: 30_000 });
+      pids.push(Number(started.pid), Number(started.child_pid), Number(listening.pid));
+      expect(new Set(pids).size).toBe(3);
+
+      npm.signal('SIGTERM');
+      expect(await npm.waitForExit(45_000)).toEqual({ code: 0, signal: null });
+      expect(npm.logs.some((l) => l.msg === 'worker stopped: all active jobs drained')).toBe(true);
+      expect(npm.logs.some((l) => l.msg === 'taskyard stopped')).toBe(true);
+      const alive = (pid: number) => {
+        try {
+          process.kill(pid, 0);
+          return true;
+        } catch {
+          return false;
+        }
+      };
+      expect(pids.filter(alive)).toEqual([]);
+    } finally {
+      for (const pid of pids) {
+        try {
+          process.kill(pid, 'SIGKILL');
+        } catch {
+          // already gone
+        }
+      }
+      await npm.kill();
       const redis = createRedis(testRedisUrl(), 'client');
       await deleteKeysWithPrefix(redis, prefix);
       await redis.quit();

@@ -80,6 +80,9 @@ const urlSchema = z
     }
   });
 
+/** What a view shows in place of a stored header value. */
+export const REDACTED = '[redacted]';
+
 const headersSchema = z
   .unknown()
   // A record is built by assignment, where "__proto__" would vanish without a word.
@@ -117,7 +120,15 @@ const headersSchema = z
         });
       }
       seen.add(lower);
-      if (!HEADER_VALUE.test(headers[name]!)) {
+      if (headers[name] === REDACTED) {
+        // What GET shows in place of a stored value: sent back (a GET → PATCH round trip), it
+        // would replace the real credential with the placeholder text.
+        ctx.addIssue({
+          code: 'custom',
+          path: [name],
+          message: `header value ${REDACTED} is the placeholder GET shows for a stored value, not a value; send the real value, or leave headers out of a PATCH to keep the stored ones`,
+        });
+      } else if (!HEADER_VALUE.test(headers[name]!)) {
         ctx.addIssue({
           code: 'custom',
           path: [name],
@@ -216,8 +227,6 @@ export interface ProviderView {
   created_at: string | null;
   updated_at: string | null;
 }
-
-export const REDACTED = '[redacted]';
 
 export function providerView(row: ProviderRow): ProviderView {
   const headers = parseProviderHeaders(row.headers) ?? {};

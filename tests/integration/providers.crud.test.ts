@@ -197,6 +197,40 @@ describe.each(BACKENDS)('/v1/providers ($backend)', ({ makeUrl }) => {
     expect(after.body).toMatchObject({ name: 'patchme', enabled: false });
   });
 
+  it('a GET → PATCH round trip of the redacted headers is 400 and keeps the stored value; POST refuses the placeholder too', async () => {
+    const created = await create({
+      name: 'roundtrip',
+      url: 'http://127.0.0.1:9/',
+      headers: { Authorization: 'Bearer keep-me' },
+    });
+    expect(created.status).toBe(201);
+    const shown = (await call(api, `/v1/providers/${created.body.id}`, { key: api.keys.read })).body;
+    const back = await send('PATCH', `/v1/providers/${created.body.id}`, {
+      headers: shown.headers,
+      timeout_ms: 900,
+    });
+    expectProblemShape(back, 'validation-failed', 400);
+    expect(back.body.errors).toEqual([
+      { path: 'body.headers.Authorization', message: expect.stringContaining('placeholder GET shows') },
+    ]);
+    const row = await api.db.db
+      .selectFrom('providers')
+      .select(['headers', 'timeout_ms'])
+      .where('id', '=', created.body.id)
+      .executeTakeFirstOrThrow();
+    expect(JSON.parse(row.headers!)).toEqual({ Authorization: 'Bearer keep-me' });
+    expect(row.timeout_ms).toBe(2000);
+
+    const before = await count('providers');
+    const posted = await create({
+      name: 'placeholder',
+      url: 'http://127.0.0.1:9/',
+      headers: { 'X-Token': '[redacted]' },
+    });
+    expectProblemShape(posted, 'validation-failed', 400);
+    expect(await count('providers')).toBe(before);
+  });
+
   it('health shows state, counters and recent samples newest first; DELETE removes the provider with its history', async () => {
     const created = (await create({ name: 'history', url: 'http://127.0.0.1:9/' })).body;
     const t0 = Date.parse('2026-01-01T00:00:00Z');

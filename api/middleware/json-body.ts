@@ -1,3 +1,4 @@
+import { isUtf8 } from 'node:buffer';
 import type { IncomingHttpHeaders } from 'node:http';
 import express, { type ErrorRequestHandler, type RequestHandler } from 'express';
 import { UnsupportedMediaTypeError, ValidationFailedError, type ValidationIssue } from '../../shared/errors';
@@ -16,7 +17,7 @@ function hasBody(headers: IncomingHttpHeaders): boolean {
  * Request bodies are JSON ≤ `limitBytes` (DESIGN.md §5). A body of another media type → 415
  * `unsupported-media-type`; malformed JSON → 400 `validation-failed` saying where (mapped by
  * the problem middleware from body-parser's `entity.parse.failed`); too big → 413
- * `payload-too-large`; a string holding U+0000 or an unpaired surrogate → 400
+ * `payload-too-large`; bytes that are not UTF-8, or a string holding U+0000 or an unpaired surrogate → 400
  * `validation-failed` naming the field. The parser takes an object or array; every route then
  * requires an object.
  *
@@ -43,7 +44,19 @@ export function jsonBody(opts: { limitBytes: number }): RequestHandler {
     }
     next();
   };
-  const parse = express.json({ limit: opts.limitBytes, strict: true, type: () => true });
+  const parse = express.json({
+    limit: opts.limitBytes,
+    strict: true,
+    type: () => true,
+    // Decoding would turn each invalid byte into U+FFFD, stored as if the client had sent it.
+    verify: (_req, _res, raw) => {
+      if (!isUtf8(raw)) {
+        throw new ValidationFailedError([
+          { path: 'body', message: 'is not valid UTF-8; send the body encoded as UTF-8' },
+        ]);
+      }
+    },
+  });
   const storable: RequestHandler = (req, _res, next) => {
     if (req.body !== undefined) {
       const issues = unstorableText(req.body);

@@ -389,7 +389,7 @@ describe.each(BACKENDS)('text no database can store ($backend)', ({ makeUrl }) =
   afterAll(async () => {
     await api?.close();
   });
-  const post = (path: string, key: string, body: string, idempotencyKey?: string) =>
+  const post = (path: string, key: string, body: string | Uint8Array, idempotencyKey?: string) =>
     call(api, path, {
       method: 'POST',
       key,
@@ -421,6 +421,18 @@ describe.each(BACKENDS)('text no database can store ($backend)', ({ makeUrl }) =
       await api.db.db.deleteFrom('backups').execute();
     },
   );
+
+  it('a body that is not valid UTF-8 gets 400, and nothing is stored or claimed', async () => {
+    const body = Buffer.concat([Buffer.from('{"label":"a'), Buffer.from([0xff, 0xfe]), Buffer.from('"}')]);
+    const r = await post('/v1/backups', api.keys.write, body, 'text-not-utf8');
+    expectProblemShape(r, 'validation-failed', 400);
+    expect(r.body.errors).toEqual([{ path: 'body', message: expect.stringContaining('not valid UTF-8') }]);
+    expect(await backups()).toEqual([]);
+    const ok = await post('/v1/backups', api.keys.write, '{"label":"fixed"}', 'text-not-utf8');
+    expect(ok.status).toBe(202);
+    await api.db.db.deleteFrom('outbox').execute();
+    await api.db.db.deleteFrom('backups').execute();
+  });
 
   it('a NUL in a nested value or in a key is refused too (provider url, header name)', async () => {
     const url = await post(

@@ -1,5 +1,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
+import { createHash } from 'node:crypto';
+import { Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { Router } from 'express';
 import type { Clock } from '../../shared/clock';
@@ -84,16 +86,37 @@ export function backupsRouter(deps: BackupsRouteDeps): Router {
       } catch {
         throw new NotFoundError(`The archive of backup ${params.id} is no longer on disk (pruned or moved).`);
       }
+      if (row.size_bytes !== null && stat.size !== Number(row.size_bytes)) {
+        throw new ConflictError(
+          `The archive of backup ${params.id} is ${stat.size} bytes on disk, but the backup wrote ${row.size_bytes}: it was changed after it was written, so it is not served. Verify the backup (POST /v1/backups/${params.id}/verify) to record the damage, and make a new backup.`,
+        );
+      }
       res.setHeader('Content-Type', 'application/gzip');
       res.setHeader('Content-Length', String(stat.size));
       res.setHeader('Content-Disposition', `attachment; filename="${path.basename(row.file_name)}"`);
-      if (row.sha256) res.setHeader('Digest', `sha-256=${Buffer.from(row.sha256, 'hex').toString('base64')}`);
+      if (row.sha256) {
+        const b64 = Buffer.from(row.sha256, 'hex').toString('base64');
+        res.setHeader('Digest', `sha-256=${b64}`); // RFC 3230, for older clients
+        res.setHeader('Repr-Digest', `sha-256=:${b64}:`); // RFC 9530
+      }
       try {
-        await pipeline(fs.createReadStream(file), res);
+        const source = fs.createReadStream(file);
+        await (row.sha256
+          ? pipeline(source, holdLastChunkUntilDigestMatches(row.sha256), res)
+          : pipeline(source, res));
       } catch (err) {
         // The client went away mid-download: its choice, not a server failure.
         if ((err as NodeJS.ErrnoException).code === 'ERR_STREAM_PREMATURE_CLOSE') {
           req.log.info({ backup_id: params.id }, 'backup download ended by the client before the end');
+          return;
+        }
+        if (err instanceof ArchiveChangedError) {
+          // The status line went out long ago; cutting the body short is how the client learns.
+          req.log.error(
+            { backup_id: params.id, err },
+            'backup download aborted: the archive changed on disk',
+          );
+          res.destroy();
           return;
         }
         throw err;
@@ -115,4 +138,33 @@ export function backupsRouter(deps: BackupsRouteDeps): Router {
     .all(methodNotAllowed(['POST']));
 
   return router;
+}
+
+class ArchiveChangedError extends Error {}
+
+/**
+ * Passes the archive through, hashing it, and holds each chunk back until the next one
+ * arrives: the last chunk goes out only if the whole file has the sha256 the backup recorded.
+ * A file of the right size but other bytes (damaged on disk) thus never reaches the client
+ * whole; its download ends short of Content-Length instead.
+ */
+function holdLastChunkUntilDigestMatches(expectedHex: string): Transform {
+  const hash = createHash('sha256');
+  let held: Buffer | undefined;
+  return new Transform({
+    transform(chunk: Buffer, _enc, done) {
+      hash.update(chunk);
+      const out = held;
+      held = chunk;
+      done(null, out);
+    },
+    flush(done) {
+      const actual = hash.digest('hex');
+      if (actual !== expectedHex) {
+        done(new ArchiveChangedError(`archive has sha256 ${actual}, the backup recorded ${expectedHex}`));
+        return;
+      }
+      done(null, held);
+    },
+  });
 }

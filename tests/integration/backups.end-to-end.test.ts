@@ -9,7 +9,7 @@ import { backupJobId } from '../../queues/backup-producer';
 import { backupsQueue } from '../../queues/backups';
 import { BACKENDS, waitFor } from '../helpers/services';
 import { startInProcessWorker } from '../helpers/worker-harness';
-import { call, startApi, type ApiUnderTest } from './api.harness';
+import { call, expectProblemShape, startApi, type ApiUnderTest } from './api.harness';
 
 /**
  * POST /v1/backups → outbox → BullMQ → create-backup under the `backups` lock → archive on
@@ -103,6 +103,67 @@ describe.each(BACKENDS)('backups end to end ($backend)', ({ makeUrl }) => {
     expect(lines().filter((l) => l.level >= 50)).toEqual([]);
     await api.db.db.deleteFrom('backups').where('id', '=', id).execute();
     fs.rmSync(path.join(backupDir, fileName));
+  });
+
+  it('an archive changed on disk is not served whole: another size is 409, other bytes cut the download short', async () => {
+    const id = randomUUID();
+    const fileName = `taskyard-backup-${id}.ndjson.gz`;
+    const file = path.join(backupDir, fileName);
+    // Several chunks of the file stream, so the check cannot ride on a single read.
+    const content = Buffer.alloc(3 * 1024 * 1024, 5);
+    const sha256 = createHash('sha256').update(content).digest('hex');
+    fs.writeFileSync(file, content);
+    await api.db.db
+      .insertInto('backups')
+      .values({
+        id,
+        label: 'damaged',
+        status: 'succeeded',
+        trigger: 'manual',
+        file_name: fileName,
+        size_bytes: content.length,
+        sha256,
+        created_at: 1,
+        finished_at: 1,
+      })
+      .execute();
+    const download = () =>
+      fetch(`${api.url}/v1/backups/${id}/download`, {
+        headers: { authorization: `Bearer ${api.keys.admin}` },
+      });
+    try {
+      const intact = await download();
+      expect(intact.status).toBe(200);
+      expect(intact.headers.get('repr-digest')).toBe(
+        `sha-256=:${Buffer.from(sha256, 'hex').toString('base64')}:`,
+      );
+      expect(Buffer.from(await intact.arrayBuffer()).equals(content)).toBe(true);
+
+      const before = api.logs.length;
+      const flipped = Buffer.from(content);
+      flipped[flipped.length - 10] = 6;
+      fs.writeFileSync(file, flipped);
+      const damaged = await download();
+      expect(damaged.status).toBe(200);
+      await expect(damaged.arrayBuffer()).rejects.toThrow();
+      const lines = () => api.logs.slice(before).map((l) => JSON.parse(l) as { level: number; msg: string });
+      await waitFor(
+        () => lines().some((l) => l.msg === 'backup download aborted: the archive changed on disk'),
+        {
+          what: 'the aborted-download line',
+        },
+      );
+
+      fs.writeFileSync(file, content.subarray(0, 1000));
+      const truncated = await call(api, `/v1/backups/${id}/download`, { key: api.keys.admin });
+      expectProblemShape(truncated, 'conflict', 409);
+      expect(truncated.body.detail).toContain(
+        `is 1000 bytes on disk, but the backup wrote ${content.length}`,
+      );
+    } finally {
+      await api.db.db.deleteFrom('backups').where('id', '=', id).execute();
+      fs.rmSync(file, { force: true });
+    }
   });
 
   it('a requested backup is written, recorded with its manifest, and downloadable by an admin', async () => {

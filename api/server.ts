@@ -40,8 +40,14 @@ async function bootstrapAdminKey(config: Config, handle: DatabaseHandle, logger:
     );
     return;
   }
-  if (config.TASKYARD_ENV !== 'development') return;
   if ((await countActiveAdminKeys(handle.db)) > 0) return;
+  if (config.TASKYARD_ENV !== 'development') {
+    // Outside development no key is made up: say that nothing can use the admin routes yet.
+    logger.warn(
+      'no active admin key exists, so nothing can use the admin routes (providers, schedule changes, downloads, the board): set TASKYARD_ADMIN_KEY, or create one with `npm run taskyard -- keys create --name admin --scopes admin`',
+    );
+    return;
+  }
   const key = generateApiKey();
   await ensureAdminKey(handle.db, key, now);
   logger.info('generated a development admin key (printed once to stderr)');

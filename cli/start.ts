@@ -162,6 +162,7 @@ async function main(): Promise<void> {
   // 2. Migrate, and in development make sure an admin key exists.
   const handle = await createDatabase(config.DATABASE_URL);
   let adminKey: string | undefined;
+  let noAdminKey = false;
   try {
     const applied = await migrateToLatest(handle, await loadMigrations(), logger);
     logger.info(
@@ -171,9 +172,13 @@ async function main(): Promise<void> {
     const now = Date.now();
     if (config.TASKYARD_ADMIN_KEY) {
       await ensureAdminKey(handle.db, config.TASKYARD_ADMIN_KEY, now);
-    } else if (config.TASKYARD_ENV === 'development' && (await countActiveAdminKeys(handle.db)) === 0) {
-      adminKey = generateApiKey();
-      await ensureAdminKey(handle.db, adminKey, now);
+    } else if ((await countActiveAdminKeys(handle.db)) === 0) {
+      if (config.TASKYARD_ENV === 'development') {
+        adminKey = generateApiKey();
+        await ensureAdminKey(handle.db, adminKey, now);
+      } else {
+        noAdminKey = true;
+      }
     }
   } finally {
     await handle.close();
@@ -322,6 +327,8 @@ async function main(): Promise<void> {
   if (adminKey) {
     lines.push(adminKeyLine(adminKey));
     adminKey = undefined;
+  } else if (noAdminKey) {
+    lines.push(`  admin key:  none exists yet; ${LOST_KEY_HINT.slice(LOST_KEY_HINT.indexOf('to make one'))}`);
   } else {
     lines.push(
       `  admin key:  ${config.TASKYARD_ADMIN_KEY ? "TASKYARD_ADMIN_KEY's, unless it was revoked; " : ''}${LOST_KEY_HINT}`,

@@ -3,6 +3,9 @@ import { redactUrl } from './logger';
 /** A Postgres schema name taskyard accepts in `?schema=` (unquoted identifier rules). */
 export const PG_SCHEMA_NAME = /^[A-Za-z_][A-Za-z0-9_]{0,62}$/;
 
+/** Parameters other tools use to pick a schema; pg ignores them. */
+const SCHEMA_LOOKALIKES = new Set(['search_path', 'searchpath', 'currentschema', 'current_schema']);
+
 /** What to do about a database or Redis URL that does not parse. */
 export const URL_ENCODING_ADVICE =
   'percent-encode reserved characters in the user name and password (e.g. # as %23, @ as %40, / as %2F)';
@@ -30,6 +33,12 @@ export function parsePostgresUrl(url: string): PostgresUrl {
   } catch {
     // Node's error carries the whole input, password included: it must not reach a log.
     throw new Error(`the Postgres URL is not a valid URL: ${URL_ENCODING_ADVICE}`);
+  }
+  for (const name of parsed.searchParams.keys()) {
+    // pg reads none of these: the tables would silently go into the default schema (public).
+    if (SCHEMA_LOOKALIKES.has(name.toLowerCase())) {
+      throw new Error(`the Postgres URL parameter ${name}= is not read; name the schema with ?schema=<name>`);
+    }
   }
   const schema = parsed.searchParams.get('schema');
   const relaxedCommits = parsed.searchParams.get('relaxed_commits') ?? 'on';

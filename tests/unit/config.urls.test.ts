@@ -52,6 +52,11 @@ describe('configuration of a Postgres URL', () => {
     ['postgres://db/x?schema=walk-review', 'schema= must be 1-63 letters'],
     ['postgres://db/x?schema=1abc', 'schema= must be 1-63 letters'],
     ['postgres://db/x?relaxed_commits=maybe', 'relaxed_commits= must be on or off'],
+    [
+      'postgres://db/x?search_path=ux',
+      'parameter search_path= is not read; name the schema with ?schema=<name>',
+    ],
+    ['postgres://db/x?currentSchema=ux', 'parameter currentSchema= is not read'],
   ])('%s is refused at start (exit 78), not at the first connection', (url, says) => {
     expect(() => loadConfig({ DATABASE_URL: url })).toThrow(says);
   });

@@ -1,4 +1,4 @@
-import { constants as fsConstants, existsSync, realpathSync } from 'node:fs';
+import { constants as fsConstants, existsSync, realpathSync, statSync } from 'node:fs';
 import fsp from 'node:fs/promises';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
@@ -155,6 +155,16 @@ async function dispatch(argv: readonly string[], cli: CliIo): Promise<number> {
     if (typeof url !== 'string' || !/^(sqlite:.+|postgres(ql)?:\/\/.+)$/.test(url)) {
       throw new UsageError(
         'restore needs --database-url <url> (sqlite:<path> or postgres://…) of an empty database',
+      );
+    }
+    if (url.startsWith('sqlite:') && sqlitePath(url) === ':memory:') {
+      throw new UsageError(
+        'restore into sqlite::memory: would keep nothing once the command exits; give a file (sqlite:<path>)',
+      );
+    }
+    if (url.startsWith('sqlite:') && isDirectory(sqlitePath(url))) {
+      throw new UsageError(
+        `--database-url names the directory ${sqlitePath(url)}; give a file in it (sqlite:<path>/taskyard.db)`,
       );
     }
     const sha256 = values.sha256;
@@ -348,6 +358,14 @@ async function revokeKey(handle: DatabaseHandle, cli: CliIo, id: string): Promis
   }
   cli.err(`taskyard: no active key with id "${id}" (see taskyard keys list)`);
   return EXIT_FAILED;
+}
+
+function isDirectory(file: string): boolean {
+  try {
+    return statSync(file).isDirectory();
+  } catch {
+    return false;
+  }
 }
 
 async function restore(

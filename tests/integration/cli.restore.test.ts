@@ -315,6 +315,8 @@ describe('taskyard restore', () => {
       ['restore', 'a.gz', '--database-url', 'sqlite:x.db', '--sha256', 'xyz'],
       '--sha256 must be 64 hexadecimal',
     ],
+    [['restore', 'a.gz', '--database-url', 'sqlite::memory:'], 'would keep nothing once the command exits'],
+    [['restore', 'a.gz', '--database-url', `sqlite:${os.tmpdir()}`], `names the directory ${os.tmpdir()}`],
   ])('%j exits 64 with a clear message', async (argv, message) => {
     const r = await run(argv);
     expect(r.code).toBe(64);

@@ -85,6 +85,12 @@ const CLIENT_ERRORS: Record<string, { error: () => ProblemError; statusText: str
   },
 };
 
+class RequestTimeoutError extends ProblemError {
+  readonly slug = 'validation-failed';
+  readonly status = 408;
+  readonly title = 'Request not received in time';
+}
+
 class MalformedRequestError extends ProblemError {
   readonly slug = 'validation-failed';
   readonly status = 400;
@@ -92,12 +98,28 @@ class MalformedRequestError extends ProblemError {
 }
 
 /**
- * An HTTP server for the app: `maxHeaderSize` 16 KiB, and errors Node raises before Express
- * sees a request (header overflow, a malformed request) answered as problem+json instead
- * of a bare status line. Timeout errors are left to Node (408 / closed socket).
+ * An HTTP server for the app: `maxHeaderSize` 16 KiB; a request (head and body) not received
+ * in full within `requestTimeoutMs` gets 408, so a client that stops sending mid-body does not
+ * hold its connection for Node's default 5 minutes; and errors Node raises before Express
+ * sees a request (header overflow, a malformed request, that timeout) answered as
+ * problem+json instead of a bare status line.
  */
-export function createHttpServer(app: express.Express, logger: Logger): http.Server {
-  const server = http.createServer({ maxHeaderSize: MAX_HEADER_BYTES }, app);
+export function createHttpServer(
+  app: express.Express,
+  logger: Logger,
+  opts: { requestTimeoutMs?: number } = {},
+): http.Server {
+  const requestTimeoutMs = opts.requestTimeoutMs ?? 30_000;
+  const server = http.createServer(
+    {
+      maxHeaderSize: MAX_HEADER_BYTES,
+      requestTimeout: requestTimeoutMs,
+      headersTimeout: requestTimeoutMs,
+      // How often Node looks for requests past their timeout (default 30 s, coarser than the timeout).
+      connectionsCheckingInterval: Math.min(1_000, requestTimeoutMs),
+    },
+    app,
+  );
   server.on('clientError', (err: NodeJS.ErrnoException, socket: Socket) => {
     const pending = (socket as Socket & { _httpMessage?: { headersSent?: boolean } })._httpMessage;
     if (err.code === 'ECONNRESET' || !socket.writable || pending?.headersSent) {
@@ -105,7 +127,14 @@ export function createHttpServer(app: express.Express, logger: Logger): http.Ser
       return;
     }
     if (err.code === 'ERR_HTTP_REQUEST_TIMEOUT') {
-      socket.end('HTTP/1.1 408 Request Timeout\r\nConnection: close\r\nContent-Length: 0\r\n\r\n');
+      socket.end(
+        rawProblemResponse(
+          new RequestTimeoutError(
+            `The request was not received in full within ${requestTimeoutMs} ms; send the whole request (head and body) at once.`,
+          ),
+          'Request Timeout',
+        ),
+      );
       return;
     }
     const known = err.code === undefined ? undefined : CLIENT_ERRORS[err.code];

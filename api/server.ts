@@ -109,7 +109,7 @@ async function main(): Promise<number> {
       migrations,
       afterCommit: crashDrill(config, logger),
     });
-    const server = createHttpServer(app, logger);
+    const server = createHttpServer(app, logger, { requestTimeoutMs: config.HTTP_REQUEST_TIMEOUT_MS });
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);
       server.listen(config.PORT, config.HOST, () => {

@@ -112,6 +112,8 @@ const schema = z.object({
   RUN_RETENTION_DAYS: intFrom(1, 3650).optional(),
   /** BullMQ completed and failed jobs older than this are pruned. @defaultValue 24 */
   JOB_RETENTION_HOURS: intFrom(1, 24 * 365).default(24),
+  /** A request (head and body) not received in full within this gets 408. @defaultValue 30000 */
+  HTTP_REQUEST_TIMEOUT_MS: intFrom(1000, 600_000).default(30_000),
   /** Request body limit in bytes. @defaultValue 65536 (64 KiB) */
   BODY_LIMIT_BYTES: intFrom(1024, 10 * 1024 * 1024).default(64 * 1024),
   /**

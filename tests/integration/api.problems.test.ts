@@ -494,6 +494,41 @@ describe('api problem middleware', () => {
     }
   });
 
+  it('a request whose body stops short of its Content-Length gets 408 as problem+json once the request timeout passes', async () => {
+    const logger = createLogger({ level: 'silent' });
+    const app = express();
+    app.use(express.json());
+    app.post('/slow', (_req, res) => {
+      res.json({ ok: true });
+    });
+    const server = createHttpServer(app, logger, { requestTimeoutMs: 1_000 });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    try {
+      const started = Date.now();
+      const raw = await new Promise<string>((resolve, reject) => {
+        const socket = net.connect((server.address() as AddressInfo).port, '127.0.0.1');
+        let data = '';
+        socket.on('data', (d) => (data += d.toString()));
+        socket.on('end', () => resolve(data));
+        socket.on('error', reject);
+        socket.write(
+          'POST /slow HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{"label":"a"}',
+        );
+      });
+      const [head, body] = raw.split('\r\n\r\n');
+      expect(head).toMatch(/^HTTP\/1\.1 408 /);
+      expect(head).toMatch(/content-type: application\/problem\+json/i);
+      expect(JSON.parse(body!)).toMatchObject({
+        status: 408,
+        detail: expect.stringContaining('within 1000 ms'),
+      });
+      // Node's default would have held the connection for 5 minutes.
+      expect(Date.now() - started).toBeLessThan(10_000);
+    } finally {
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+    }
+  });
+
   it('a database that cannot serve (SQLite locked past busy_timeout) gets 503 with Retry-After, and the retry with the same key succeeds', async () => {
     const databaseUrl = testSqliteUrl('api_busy');
     const api = await startApi({ databaseUrl });

@@ -32,6 +32,11 @@ function messageOf(issue: z.core.$ZodIssue): string {
   return issue.message;
 }
 
+/** zod's issues as the `errors` of a 400, under `part` (e.g. `body.options.attempts`). */
+export function validationIssues(part: string, issues: readonly z.core.$ZodIssue[]): ValidationIssue[] {
+  return issues.map((issue) => ({ path: issuePath(part, issue.path), message: messageOf(issue) }));
+}
+
 /**
  * Parse params, query and body with zod (DESIGN.md §3 step 2). Every problem of every part
  * is listed at once: 400 `validation-failed` with `errors: [{path, message}]`, paths like
@@ -47,9 +52,7 @@ export function validate<S extends RequestSchemas>(schemas: S): RequestHandler {
       if (!schema) continue;
       const result = schema.safeParse(req[part] ?? (part === 'body' ? undefined : {}));
       if (result.success) valid[part] = result.data;
-      else
-        for (const issue of result.error.issues)
-          errors.push({ path: issuePath(part, issue.path), message: messageOf(issue) });
+      else errors.push(...validationIssues(part, result.error.issues));
     }
     if (errors.length > 0) throw new ValidationFailedError(errors);
     req.valid = valid;

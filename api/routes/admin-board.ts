@@ -2,7 +2,14 @@ import { createBullBoard } from '@bull-board/api';
 import { BullMQAdapter } from '@bull-board/api/bullMQAdapter';
 import { ExpressAdapter } from '@bull-board/express';
 import type { Express, Request, RequestHandler } from 'express';
-import { DependencyUnavailableError, ForbiddenError, ProblemError, toError } from '../../shared/errors';
+import {
+  DependencyUnavailableError,
+  ForbiddenError,
+  ProblemError,
+  toError,
+  ValidationFailedError,
+  type ValidationIssue,
+} from '../../shared/errors';
 import type { Redis } from 'ioredis';
 import type { Kysely } from 'kysely';
 import type { Database } from '../../shared/db/schema';
@@ -10,6 +17,9 @@ import type { Queues } from '../../queues/producer';
 import { authenticateAdminBoard } from '../middleware/auth';
 import { jsonBody, refuseBadBody } from '../middleware/json-body';
 import { notFound } from '../middleware/not-found';
+import { validationIssues } from '../middleware/validate';
+import { ALL_QUEUES } from '../../queues/registry';
+import { z } from 'zod';
 import { sendProblem } from '../middleware/problem';
 
 /** Where the Bull Board is mounted (DESIGN.md §5). */
@@ -68,11 +78,123 @@ export function mountAdminBoard(
     // The board's own auth already required the admin scope.
     jsonBody({ limitBytes: deps.bodyLimitBytes }),
     refuseBadBody,
+    checkAddedJobs([...deps.queues.byName.keys()]),
     boardProblems(deps.redis),
     board,
     // Paths under the board that it does not serve end here, not in the Bearer-only auth that follows.
     notFound(),
   );
+}
+
+const wholeNumber = (name: string, min: number, max: number) =>
+  z
+    .number({ error: `${name} must be a number` })
+    .int({ error: `${name} must be a whole number` })
+    .min(min, { error: `${name} must be at least ${min}` })
+    .max(max, { error: `${name} must be at most ${max}` });
+const keepFinished = (name: string) =>
+  z.union(
+    [
+      z.boolean(),
+      wholeNumber(name, 0, 1_000_000),
+      z
+        .object({
+          age: wholeNumber(`${name}.age`, 0, 10 * 365 * 86_400),
+          count: wholeNumber(`${name}.count`, 0, 1_000_000),
+        })
+        .partial()
+        .strict(),
+    ],
+    { error: `${name} must be true, false, a count, or {age (seconds), count}` },
+  );
+
+/**
+ * The job options the board's "add job" may set. BullMQ checks several of them only inside
+ * its Lua scripts, after the job is stored (`attempts: "abc"` was added, then failed every
+ * fetch with a script error), so they are checked here, and anything else is refused by name.
+ */
+const boardJobOptionsSchema = z
+  .object({
+    jobId: z.string({ error: 'jobId must be a string' }).regex(/^(?![0-9]+$)[^:]{1,255}$/, {
+      error: 'jobId must be 1-255 characters, without ":", and not only digits',
+    }),
+    attempts: wholeNumber('attempts', 1, 1000),
+    delay: wholeNumber('delay', 0, 365 * 86_400_000),
+    priority: wholeNumber('priority', 0, 2_097_152),
+    lifo: z.boolean({ error: 'lifo must be true or false' }),
+    backoff: z.union(
+      [
+        wholeNumber('backoff', 0, 86_400_000),
+        z
+          .object({
+            type: z.enum(['fixed', 'exponential']),
+            delay: wholeNumber('backoff.delay', 0, 86_400_000).optional(),
+            jitter: z.number().min(0).max(1).optional(),
+          })
+          .strict(),
+      ],
+      { error: 'backoff must be a delay in ms or {type: "fixed" | "exponential", delay?, jitter?}' },
+    ),
+    deduplication: z
+      .object({
+        id: z.string({ error: 'deduplication.id must be a string' }).min(1).max(255),
+        ttl: wholeNumber('deduplication.ttl', 0, 365 * 86_400_000).optional(),
+        extend: z.boolean().optional(),
+        replace: z.boolean().optional(),
+      })
+      .strict(),
+    removeOnComplete: keepFinished('removeOnComplete'),
+    removeOnFail: keepFinished('removeOnFail'),
+  })
+  .partial()
+  .strict();
+
+/**
+ * `POST <board>/api/queues/:queue/add`: the job's name must be one its queue declares, its
+ * data must satisfy that job's schema (the worker would fail it without retries otherwise),
+ * and its options must be ones BullMQ can run. A 400 lists every problem.
+ */
+function checkAddedJobs(queueNames: readonly string[]): RequestHandler {
+  const checks = new Map<string, (body: unknown) => ValidationIssue[]>();
+  for (const name of queueNames) {
+    const def = ALL_QUEUES.get(name);
+    if (!def) continue;
+    const jobNames = Object.keys(def.jobs) as [string, ...string[]];
+    const shape = z
+      .object(
+        {
+          name: z.enum(jobNames, { error: `name must be a job of queue ${name}: ${jobNames.join(', ')}` }),
+          data: z.unknown(),
+          options: boardJobOptionsSchema.optional(),
+        },
+        { error: 'the body must be an object {name, data, options}' },
+      )
+      .strict();
+    checks.set(name, (body) => {
+      const issues: ValidationIssue[] = [];
+      const parsed = shape.safeParse(body);
+      if (!parsed.success) issues.push(...validationIssues('body', parsed.error.issues));
+      // The data is checked whatever else is wrong, so one answer lists every problem.
+      const jobName = (body as { name?: unknown } | undefined)?.name;
+      const schema =
+        typeof jobName === 'string' && Object.hasOwn(def.jobs, jobName) ? def.jobs[jobName] : undefined;
+      const data = schema?.safeParse((body as { data?: unknown }).data ?? {});
+      if (data && !data.success) issues.push(...validationIssues('body.data', data.error.issues));
+      return issues;
+    });
+  }
+  return (req, _res, next) => {
+    const m = req.method === 'POST' ? /^\/api\/queues\/([^/]+)\/add$/.exec(req.path) : null;
+    let check: ((body: unknown) => ValidationIssue[]) | undefined;
+    try {
+      check = m ? checks.get(decodeURIComponent(m[1]!)) : undefined;
+    } catch {
+      // Not a queue name (bad %-encoding): the board answers it as the unknown queue it is.
+    }
+    const issues = check?.(req.body) ?? [];
+    if (issues.length > 0) throw new ValidationFailedError(issues);
+    next();
+  };
 }
 
 /**

@@ -98,17 +98,18 @@ export const scheduleSpecSchema = z
       .string({ error: 'cron must be a string' })
       .min(1)
       .max(200, { error: 'cron must be at most 200 characters' })
-      .refine(
-        (v) => {
-          try {
-            CronExpressionParser.parse(v, { tz: 'UTC' });
-            return true;
-          } catch {
-            return false;
-          }
-        },
-        { error: 'cron is not a valid cron expression (e.g. "0 3 * * *" for 03:00 UTC daily)' },
-      )
+      .superRefine((v, ctx) => {
+        try {
+          CronExpressionParser.parse(v, { tz: 'UTC' });
+        } catch (err) {
+          // The parser says which field is wrong, or that a date never comes (30 February).
+          const why = (err instanceof Error ? err.message : String(err)).slice(0, 200);
+          ctx.addIssue({
+            code: 'custom',
+            message: `cron cannot be scheduled: ${why} (e.g. "0 3 * * *" for 03:00 UTC daily)`,
+          });
+        }
+      })
       .optional(),
     enabled: z.boolean({ error: 'enabled must be true or false' }).optional(),
   })

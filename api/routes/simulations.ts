@@ -118,7 +118,7 @@ export function simulationsRouter(deps: SimulationsRouteDeps): Router {
       if (r.outcome === 'missing') throw await noSimulation(db, params.id);
       if (r.outcome === 'terminal') {
         throw new ConflictError(
-          `Simulation ${params.id} is already ${r.row.status}; only a queued or running simulation can be cancelled.`,
+          `Simulation ${params.id} has already ended (${r.row.status}); only a queued or running simulation can be cancelled.`,
         );
       }
       req.log.info({ simulation_id: params.id, outcome: r.outcome }, 'simulation cancel requested');

@@ -60,6 +60,7 @@ describe.each(BACKENDS)('GET/PUT /v1/schedules ($backend)', ({ makeUrl }) => {
     ['nothing to change', {}],
     ['every_ms below 1000', { every_ms: 999 }],
     ['a malformed cron', { cron: 'every day' }],
+    ['a cron that never fires (30 February)', { cron: '0 3 30 2 *' }],
     ['an unknown field', { every_ms: 5000, color: 'red' }],
     ['a string interval', { every_ms: '5000' }],
   ])('a body with %s gets 400 and changes nothing', async (_n, body) => {
@@ -67,6 +68,17 @@ describe.each(BACKENDS)('GET/PUT /v1/schedules ($backend)', ({ makeUrl }) => {
     expectProblemShape(r, 'validation-failed', 400);
     const g = await call(api, '/v1/schedules/backup', { key: api.keys.read });
     expect(g.body.every_ms).toBe(86_400_000);
+  });
+
+  it('a cron the scheduler cannot run is refused saying why', async () => {
+    const r = await put('backup', { cron: '61 * * * *' });
+    expectProblemShape(r, 'validation-failed', 400);
+    expect(r.body.errors).toEqual([
+      {
+        path: 'body.cron',
+        message: expect.stringMatching(/^cron cannot be scheduled: .*61.*expected range 0-59/),
+      },
+    ]);
   });
 
   it('{"enabled": false} alone turns a schedule off and keeps its interval; {"enabled": true} turns it back on', async () => {

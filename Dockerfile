@@ -1,4 +1,4 @@
-# One image for both roles: `npm run api` or `npm run worker -- --queues …`.
+# One image for both roles: `node --import tsx api/server.ts` (the default) or `node --import tsx workers/main.ts --queues …`.
 FROM node:20-bookworm-slim
 WORKDIR /app
 RUN apt-get update && apt-get install -y --no-install-recommends python3 make g++ \

@@ -135,6 +135,9 @@ export function createHttpServer(
           'Request Timeout',
         ),
       );
+      // The server allows half-open sockets: a client that never closes its side would keep
+      // this one, and its unfinished request would hold up the api's shutdown.
+      socket.destroySoon();
       return;
     }
     const known = err.code === undefined ? undefined : CLIENT_ERRORS[err.code];
@@ -143,6 +146,7 @@ export function createHttpServer(
       : rawProblemResponse(new MalformedRequestError('The request is not valid HTTP/1.1.'), 'Bad Request');
     logger.debug({ code: err.code }, 'rejected a malformed request');
     socket.end(response);
+    socket.destroySoon();
   });
   return server;
 }

@@ -100,7 +100,8 @@ export const scheduleSpecSchema = z
       .max(200, { error: 'cron must be at most 200 characters' })
       .superRefine((v, ctx) => {
         try {
-          CronExpressionParser.parse(v, { tz: 'UTC' });
+          // Some dates that never come (31 February or April) parse, and fail only here.
+          CronExpressionParser.parse(v, { tz: 'UTC' }).next();
         } catch (err) {
           // The parser says which field is wrong, or that a date never comes (30 February).
           const why = (err instanceof Error ? err.message : String(err)).slice(0, 200);

@@ -36,7 +36,7 @@ export function parsePostgresUrl(url: string): PostgresUrl {
   }
   for (const name of parsed.searchParams.keys()) {
     // pg reads none of these: the tables would silently go into the default schema (public).
-    if (SCHEMA_LOOKALIKES.has(name.toLowerCase())) {
+    if (SCHEMA_LOOKALIKES.has(name.toLowerCase()) || (name !== 'schema' && name.toLowerCase() === 'schema')) {
       throw new Error(`the Postgres URL parameter ${name}= is not read; name the schema with ?schema=<name>`);
     }
   }

@@ -178,13 +178,16 @@ function checkAddedJobs(queueNames: readonly string[]): RequestHandler {
       const jobName = (body as { name?: unknown } | undefined)?.name;
       const schema =
         typeof jobName === 'string' && Object.hasOwn(def.jobs, jobName) ? def.jobs[jobName] : undefined;
-      const data = schema?.safeParse((body as { data?: unknown }).data ?? {});
+      // BullMQ stores an absent payload as {}; null stays null, which the schema refuses.
+      const given = (body as { data?: unknown }).data;
+      const data = schema?.safeParse(given === undefined ? {} : given);
       if (data && !data.success) issues.push(...validationIssues('body.data', data.error.issues));
       return issues;
     });
   }
   return (req, _res, next) => {
-    const m = req.method === 'POST' ? /^\/api\/queues\/([^/]+)\/add$/.exec(req.path) : null;
+    // As loose as the board's router, which ignores case and a trailing slash.
+    const m = req.method === 'POST' ? /^\/api\/queues\/([^/]+)\/add\/?$/i.exec(req.path) : null;
     let check: ((body: unknown) => ValidationIssue[]) | undefined;
     try {
       check = m ? checks.get(decodeURIComponent(m[1]!)) : undefined;
@@ -192,7 +195,13 @@ function checkAddedJobs(queueNames: readonly string[]): RequestHandler {
       // Not a queue name (bad %-encoding): the board answers it as the unknown queue it is.
     }
     const issues = check?.(req.body) ?? [];
-    if (issues.length > 0) throw new ValidationFailedError(issues);
+    if (issues.length > 0) {
+      const detail = `The job cannot be added: ${issues.map((i) => `${i.path}: ${i.message}`).join('; ')}.`;
+      const err = new ValidationFailedError(issues, detail);
+      // What the board's page reads: without `error` its add-job dialog closes as if it worked.
+      Object.assign(err.extra, { error: { key: 'ERRORS.INTERNAL_SERVER_ERROR' }, message: detail });
+      throw err;
+    }
     next();
   };
 }

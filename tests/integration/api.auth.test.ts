@@ -107,6 +107,25 @@ describe.each(BACKENDS)('api authentication ($backend)', ({ makeUrl }) => {
       path: 'body.name',
       message: 'name must be a job of queue noop: noop',
     });
+    // What the board's page shows: without `error`, its dialog closed as if the job was added.
+    expect(add.body.error).toEqual({ key: 'ERRORS.INTERNAL_SERVER_ERROR' });
+    expect(add.body.message).toBe(add.body.detail);
+    expect(add.body.detail).toContain('body.options.attempts');
+    // The board's router ignores case and a trailing slash; so does the check. A null payload
+    // is refused (BullMQ would store it, and the worker fail it for good).
+    for (const path of ['/admin/queues/api/queues/noop/add/', '/admin/queues/API/Queues/noop/ADD']) {
+      const loose = await call(api, path, {
+        ...admin,
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ name: 'noop', data: null, options: { attempts: 'abc' } }),
+      });
+      expectProblemShape(loose, 'validation-failed', 400);
+      expect((loose.body.errors as Array<{ path: string }>).map((e) => e.path).sort()).toEqual([
+        'body.data',
+        'body.options.attempts',
+      ]);
+    }
     const badData = await call(api, '/admin/queues/api/queues/noop/add', {
       ...admin,
       method: 'POST',

@@ -8,7 +8,7 @@ import { problemHandler } from '../../api/middleware/problem';
 import { requestContext } from '../../api/middleware/request-id';
 import { systemClock } from '../../shared/clock';
 import { createLogger } from '../../shared/logger';
-import { BACKENDS, testSqliteUrl } from '../helpers/services';
+import { BACKENDS, testSqliteUrl, waitFor } from '../helpers/services';
 import { call, expectProblemShape, startApi, type ApiUnderTest } from './api.harness';
 
 // Request parsing and error shapes do not depend on the database backend: SQLite only.
@@ -468,6 +468,12 @@ describe.each(BACKENDS)('text no database can store ($backend)', ({ makeUrl }) =
   });
 });
 
+function countConnections(server: import('node:http').Server): Promise<number> {
+  return new Promise((resolve, reject) =>
+    server.getConnections((err, n) => (err ? reject(err) : resolve(n))),
+  );
+}
+
 describe('api problem middleware', () => {
   it('an unexpected error becomes a generic 500 internal problem and is logged with its cause', async () => {
     const logs: string[] = [];
@@ -506,7 +512,12 @@ describe('api problem middleware', () => {
     try {
       const started = Date.now();
       const raw = await new Promise<string>((resolve, reject) => {
-        const socket = net.connect((server.address() as AddressInfo).port, '127.0.0.1');
+        // A client that never closes its side: the server must close the connection itself.
+        const socket = net.connect({
+          port: (server.address() as AddressInfo).port,
+          host: '127.0.0.1',
+          allowHalfOpen: true,
+        });
         let data = '';
         socket.on('data', (d) => (data += d.toString()));
         socket.on('end', () => resolve(data));
@@ -524,6 +535,10 @@ describe('api problem middleware', () => {
       });
       // Node's default would have held the connection for 5 minutes.
       expect(Date.now() - started).toBeLessThan(10_000);
+      await waitFor(async () => (await countConnections(server)) === 0, {
+        what: 'the timed-out connection closed by the server',
+        timeoutMs: 5_000,
+      });
     } finally {
       await new Promise<void>((resolve) => server.close(() => resolve()));
     }

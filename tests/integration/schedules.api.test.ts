@@ -61,6 +61,7 @@ describe.each(BACKENDS)('GET/PUT /v1/schedules ($backend)', ({ makeUrl }) => {
     ['every_ms below 1000', { every_ms: 999 }],
     ['a malformed cron', { cron: 'every day' }],
     ['a cron that never fires (30 February)', { cron: '0 3 30 2 *' }],
+    ['a cron that never fires but parses (31 February or April)', { cron: '0 0 31 2,4 *' }],
     ['an unknown field', { every_ms: 5000, color: 'red' }],
     ['a string interval', { every_ms: '5000' }],
   ])('a body with %s gets 400 and changes nothing', async (_n, body) => {

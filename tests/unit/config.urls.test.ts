@@ -57,6 +57,7 @@ describe('configuration of a Postgres URL', () => {
       'parameter search_path= is not read; name the schema with ?schema=<name>',
     ],
     ['postgres://db/x?currentSchema=ux', 'parameter currentSchema= is not read'],
+    ['postgres://db/x?Schema=ux', 'parameter Schema= is not read'],
   ])('%s is refused at start (exit 78), not at the first connection', (url, says) => {
     expect(() => loadConfig({ DATABASE_URL: url })).toThrow(says);
   });

@@ -78,13 +78,6 @@ export function buildApp(deps: AppDeps): express.Express {
 /** Largest request head (request line + headers) the server reads; larger → 431. */
 export const MAX_HEADER_BYTES = 16 * 1024;
 
-const CLIENT_ERRORS: Record<string, { error: () => ProblemError; statusText: string }> = {
-  HPE_HEADER_OVERFLOW: {
-    error: () => new HeaderTooLargeError(`The request line and headers exceed ${MAX_HEADER_BYTES} bytes.`),
-    statusText: 'Request Header Fields Too Large',
-  },
-};
-
 class RequestTimeoutError extends ProblemError {
   readonly slug = 'validation-failed';
   readonly status = 408;
@@ -96,6 +89,24 @@ class MalformedRequestError extends ProblemError {
   readonly status = 400;
   readonly title = 'Malformed HTTP request';
 }
+
+/** Errors Node raises before Express sees a request, by code, as the problem to answer. */
+const CLIENT_ERRORS: Record<
+  string,
+  { error: (server: { requestTimeoutMs: number }) => ProblemError; statusText: string }
+> = {
+  HPE_HEADER_OVERFLOW: {
+    error: () => new HeaderTooLargeError(`The request line and headers exceed ${MAX_HEADER_BYTES} bytes.`),
+    statusText: 'Request Header Fields Too Large',
+  },
+  ERR_HTTP_REQUEST_TIMEOUT: {
+    error: ({ requestTimeoutMs }) =>
+      new RequestTimeoutError(
+        `The request was not received in full within ${requestTimeoutMs} ms; send the whole request (head and body) at once.`,
+      ),
+    statusText: 'Request Timeout',
+  },
+};
 
 /**
  * An HTTP server for the app: `maxHeaderSize` 16 KiB; a request (head and body) not received
@@ -126,26 +137,14 @@ export function createHttpServer(
       socket.destroy();
       return;
     }
-    if (err.code === 'ERR_HTTP_REQUEST_TIMEOUT') {
-      socket.end(
-        rawProblemResponse(
-          new RequestTimeoutError(
-            `The request was not received in full within ${requestTimeoutMs} ms; send the whole request (head and body) at once.`,
-          ),
-          'Request Timeout',
-        ),
-      );
-      // The server allows half-open sockets: a client that never closes its side would keep
-      // this one, and its unfinished request would hold up the api's shutdown.
-      socket.destroySoon();
-      return;
-    }
     const known = err.code === undefined ? undefined : CLIENT_ERRORS[err.code];
     const response = known
-      ? rawProblemResponse(known.error(), known.statusText)
+      ? rawProblemResponse(known.error({ requestTimeoutMs }), known.statusText)
       : rawProblemResponse(new MalformedRequestError('The request is not valid HTTP/1.1.'), 'Bad Request');
-    logger.debug({ code: err.code }, 'rejected a malformed request');
+    logger.debug({ code: err.code }, 'refused a request before it reached the app');
     socket.end(response);
+    // The server allows half-open sockets: a client that never closes its side would keep
+    // this one, and an unfinished request on it would hold up the api's shutdown.
     socket.destroySoon();
   });
   return server;

@@ -328,7 +328,7 @@ async function main(): Promise<void> {
     lines.push(adminKeyLine(adminKey));
     adminKey = undefined;
   } else if (noAdminKey) {
-    lines.push(`  admin key:  none exists yet; ${LOST_KEY_HINT.slice(LOST_KEY_HINT.indexOf('to make one'))}`);
+    lines.push(`  admin key:  none exists yet; ${MAKE_KEY_HINT}`);
   } else {
     lines.push(
       `  admin key:  ${config.TASKYARD_ADMIN_KEY ? "TASKYARD_ADMIN_KEY's, unless it was revoked; " : ''}${LOST_KEY_HINT}`,
@@ -339,8 +339,8 @@ async function main(): Promise<void> {
 }
 
 /** Keys are stored hashed: a lost one cannot be shown again, only replaced. */
-const LOST_KEY_HINT =
-  'keys are stored hashed and never shown again; to make one: npm run taskyard -- keys create --name <you> --scopes admin';
+const MAKE_KEY_HINT = 'to make one: npm run taskyard -- keys create --name <you> --scopes admin';
+const LOST_KEY_HINT = `keys are stored hashed and never shown again; ${MAKE_KEY_HINT}`;
 
 function dbFilePath(url: string): string | undefined {
   const m = /^sqlite:(.+)$/.exec(url);

@@ -157,14 +157,15 @@ async function dispatch(argv: readonly string[], cli: CliIo): Promise<number> {
         'restore needs --database-url <url> (sqlite:<path> or postgres://…) of an empty database',
       );
     }
-    if (url.startsWith('sqlite:') && sqlitePath(url) === ':memory:') {
+    const sqliteFile = url.startsWith('sqlite:') ? sqlitePath(url) : undefined;
+    if (sqliteFile === ':memory:') {
       throw new UsageError(
         'restore into sqlite::memory: would keep nothing once the command exits; give a file (sqlite:<path>)',
       );
     }
-    if (url.startsWith('sqlite:') && isDirectory(sqlitePath(url))) {
+    if (sqliteFile !== undefined && isDirectory(sqliteFile)) {
       throw new UsageError(
-        `--database-url names the directory ${sqlitePath(url)}; give a file in it (sqlite:<path>/taskyard.db)`,
+        `--database-url names the directory ${sqliteFile}; give a file in it (sqlite:<path>/taskyard.db)`,
       );
     }
     const sha256 = values.sha256;
@@ -387,8 +388,9 @@ async function restore(
   }
   // A restore that fails leaves no new SQLite file behind (it would hold the schema and
   // perhaps rows not yet settled); a file that was there before is the user's and stays.
-  const file = url.startsWith('sqlite:') ? sqlitePath(url) : ':memory:';
-  const created = file !== ':memory:' && !existsSync(file) ? file : undefined;
+  // (sqlite::memory: was refused as a target already.)
+  const file = url.startsWith('sqlite:') ? sqlitePath(url) : undefined;
+  const created = file !== undefined && !existsSync(file) ? file : undefined;
   let rowsCommitted = false;
   let finished = false;
   let handle: DatabaseHandle | undefined;

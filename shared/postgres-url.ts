@@ -3,8 +3,8 @@ import { redactUrl } from './logger';
 /** A Postgres schema name taskyard accepts in `?schema=` (unquoted identifier rules). */
 export const PG_SCHEMA_NAME = /^[A-Za-z_][A-Za-z0-9_]{0,62}$/;
 
-/** Parameters other tools use to pick a schema; pg ignores them. */
-const SCHEMA_LOOKALIKES = new Set(['search_path', 'searchpath', 'currentschema', 'current_schema']);
+/** Parameters (lower-cased) that look like a schema choice; pg ignores them all, and only `schema` as spelled is ours. */
+const SCHEMA_LOOKALIKES = new Set(['schema', 'search_path', 'searchpath', 'currentschema', 'current_schema']);
 
 /** What to do about a database or Redis URL that does not parse. */
 export const URL_ENCODING_ADVICE =
@@ -36,7 +36,7 @@ export function parsePostgresUrl(url: string): PostgresUrl {
   }
   for (const name of parsed.searchParams.keys()) {
     // pg reads none of these: the tables would silently go into the default schema (public).
-    if (SCHEMA_LOOKALIKES.has(name.toLowerCase()) || (name !== 'schema' && name.toLowerCase() === 'schema')) {
+    if (name !== 'schema' && SCHEMA_LOOKALIKES.has(name.toLowerCase())) {
       throw new Error(`the Postgres URL parameter ${name}= is not read; name the schema with ?schema=<name>`);
     }
   }

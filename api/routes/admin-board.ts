@@ -86,6 +86,11 @@ export function mountAdminBoard(
   );
 }
 
+/** The members the board's page reads to show a refusal (it shows nothing without `error`). */
+const boardPage = (message: string) => ({
+  extra: { error: { key: 'ERRORS.INTERNAL_SERVER_ERROR' }, message },
+});
+
 const wholeNumber = (name: string, min: number, max: number) =>
   z
     .number({ error: `${name} must be a number` })
@@ -198,8 +203,8 @@ function checkAddedJobs(queueNames: readonly string[]): RequestHandler {
     if (issues.length > 0) {
       const detail = `The job cannot be added: ${issues.map((i) => `${i.path}: ${i.message}`).join('; ')}.`;
       const err = new ValidationFailedError(issues, detail);
-      // What the board's page reads: without `error` its add-job dialog closes as if it worked.
-      Object.assign(err.extra, { error: { key: 'ERRORS.INTERNAL_SERVER_ERROR' }, message: detail });
+      // Without `error` the board's add-job dialog closes as if it worked.
+      Object.assign(err.extra, boardPage(detail).extra);
       throw err;
     }
     next();
@@ -307,12 +312,9 @@ function boardProblem(
   const thrown = b[THROWN];
   if (thrown !== undefined) {
     const err = toError(thrown);
-    const page = (message: string) => ({
-      extra: { error: { key: 'ERRORS.INTERNAL_SERVER_ERROR' }, message },
-    });
     if (redis.status !== 'ready') {
       const detail = 'Redis is not connected; retry once it is.';
-      return new DependencyUnavailableError(detail, 5, err, page(detail).extra);
+      return new DependencyUnavailableError(detail, 5, err, boardPage(detail).extra);
     }
     if (err.name === 'ReplyError') {
       if (isScriptRuntimeError(err)) {
@@ -320,15 +322,15 @@ function boardProblem(
         // there is the request's doing, though Redis's wording says nothing useful about it.
         req.log?.warn({ err }, 'Bull Board action refused by a BullMQ script');
         const detail = `Bull Board could not do ${where}: BullMQ's script refused the values sent (check the job options' types).`;
-        return new BoardRefusal(400, detail, page(detail));
+        return new BoardRefusal(400, detail, boardPage(detail));
       }
       req.log?.error({ err }, 'Bull Board action failed in Redis');
       const detail = 'An internal error occurred; it has been logged with this request id.';
-      return new BoardFault(detail, page(detail));
+      return new BoardFault(detail, boardPage(detail));
     }
     req.log?.warn({ err, status }, 'Bull Board refused the request');
     const detail = `Bull Board could not do ${where}: ${err.message.slice(0, 500)}`;
-    return new BoardRefusal(400, detail, page(detail));
+    return new BoardRefusal(400, detail, boardPage(detail));
   }
   const key = typeof b.error?.key === 'string' ? b.error.key : 'ERRORS.UNKNOWN';
   const options =
